@@ -1,0 +1,645 @@
+//! Loading `conf/gateway.yaml`: read, expand `${VAR}`, parse into the raw
+//! shape (`raw.rs`), then validate once into the model the gateway runs on.
+//!
+//! Everything that can be checked or computed before the first request is
+//! done here, so a bad file stops startup with one message naming the file,
+//! the key path (`routes[2].upstream`) and the reason, and request handling
+//! never looks anything up by string.
+
+mod expand;
+mod raw;
+mod units;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::Uri;
+use ipnet::IpNet;
+use pingora::server::configuration::ServerConf;
+use serde_yaml::Value;
+
+pub use raw::{
+    LogFormat, RawHealthCheck as HealthCheckSettings, RawServer as ServerSettings,
+    RawTimeouts as Timeouts,
+};
+
+use crate::path;
+use raw::{RawConfig, RawRoute, RawUpstream};
+
+/// The validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub server: ServerSettings,
+    pub listeners: Vec<SocketAddr>,
+    pub trusted_proxies: Vec<IpNet>,
+    pub max_body_size: u64,
+    pub access_log: AccessLogSettings,
+    pub upstreams: Vec<UpstreamSettings>,
+    pub routes: Vec<RouteSettings>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLogSettings {
+    pub format: LogFormat,
+    pub output: LogOutput,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogOutput {
+    Stdout,
+    Stderr,
+    File(PathBuf),
+}
+
+#[derive(Debug)]
+pub struct UpstreamSettings {
+    pub name: String,
+    pub instances: Vec<InstanceUrl>,
+    pub timeouts: Timeouts,
+    pub health_check: Option<HealthCheckSettings>,
+    pub resolve_interval: Duration,
+}
+
+/// One `http://host:port` instance of an upstream service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceUrl {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// What the upstream gets as `Host` (and TLS SNI): `host`, plus `:port`
+    /// when it is not the scheme's default, as a browser would send it.
+    pub authority: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteSettings {
+    pub prefix: String,
+    pub host: Option<String>,
+    /// Index into `Config::upstreams`.
+    pub upstream: usize,
+    pub rewrite: Rewrite,
+    pub preserve_host: bool,
+}
+
+/// What happens to the matched prefix before the request goes upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rewrite {
+    Keep,
+    Strip,
+    Replace(String),
+}
+
+impl ServerSettings {
+    /// Pingora's own configuration, built in code so that the gateway's
+    /// file is the only one and its keys are checked.
+    pub fn pingora_conf(&self) -> ServerConf {
+        ServerConf {
+            threads: self.threads,
+            work_stealing: self.work_stealing,
+            pid_file: self.pid_file.clone(),
+            upgrade_sock: self.upgrade_sock.clone(),
+            error_log: self.error_log.clone(),
+            grace_period_seconds: Some(self.grace_period.as_secs()),
+            graceful_shutdown_timeout_seconds: Some(self.graceful_shutdown_timeout.as_secs()),
+            upstream_keepalive_pool_size: self.upstream_keepalive_pool_size,
+            // Retries are decided per request in `fail_to_connect`; this is
+            // only the ceiling.
+            max_retries: 2,
+            ..ServerConf::default()
+        }
+    }
+}
+
+/// A configuration that cannot be used, and where exactly.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// Key path such as `routes[2].upstream`; `None` for whole-file problems.
+    pub key: Option<String>,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.key {
+            Some(key) => write!(f, "{}: {}: {}", self.file.display(), key, self.reason),
+            None => write!(f, "{}: {}", self.file.display(), self.reason),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Reads and validates the file, taking `${VAR}` values from the process
+/// environment.
+pub fn load(file: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
+        file: file.to_path_buf(),
+        key: None,
+        reason: format!("cannot read: {e}"),
+    })?;
+    parse(&text, &|name| std::env::var(name).ok()).map_err(|(key, reason)| ConfigError {
+        file: file.to_path_buf(),
+        key,
+        reason,
+    })
+}
+
+type Problem = (Option<String>, String);
+
+fn problem(key: impl Into<String>, reason: impl Into<String>) -> Problem {
+    (Some(key.into()), reason.into())
+}
+
+/// The whole pipeline on text, separate from file reading so tests can feed
+/// it a table of documents and a fake environment.
+fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Problem> {
+    let mut doc: Value =
+        serde_yaml::from_str(text).map_err(|e| (None, format!("invalid YAML: {e}")))?;
+    expand::expand_env(&mut doc, env).map_err(|(key, reason)| (Some(key), reason))?;
+    let raw: RawConfig = serde_path_to_error::deserialize(doc).map_err(|e| {
+        let key = e.path().to_string();
+        let key = (key != ".").then_some(key);
+        (key, e.into_inner().to_string())
+    })?;
+    validate(raw)
+}
+
+fn validate(raw: RawConfig) -> Result<Config, Problem> {
+    let mut server = raw.server;
+    if server.threads == 0 {
+        server.threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    }
+
+    if raw.listeners.is_empty() {
+        return Err(problem("listeners", "at least one listener is needed"));
+    }
+    let listeners = raw
+        .listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            l.address.parse::<SocketAddr>().map_err(|_| {
+                problem(
+                    format!("listeners[{i}].address"),
+                    format!(
+                        "`{}` is not an IP:port address (e.g. 0.0.0.0:3000)",
+                        l.address
+                    ),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let trusted_proxies = raw
+        .trusted_proxies
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            parse_cidr(text).map_err(|reason| problem(format!("trusted_proxies[{i}]"), reason))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let access_log = AccessLogSettings {
+        format: raw.access_log.format,
+        output: match raw.access_log.output.as_str() {
+            "stdout" => LogOutput::Stdout,
+            "stderr" => LogOutput::Stderr,
+            "" => {
+                return Err(problem(
+                    "access_log.output",
+                    "write stdout, stderr or a file path",
+                ))
+            }
+            path => LogOutput::File(PathBuf::from(path)),
+        },
+    };
+
+    let upstreams = raw
+        .upstreams
+        .into_iter()
+        .map(|(name, up)| validate_upstream(name, up))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let mut seen = HashSet::new();
+    let routes = raw
+        .routes
+        .into_iter()
+        .enumerate()
+        .map(|(i, route)| {
+            let route = validate_route(i, route, &upstreams)?;
+            if !seen.insert((route.host.clone(), route.prefix.clone())) {
+                return Err(problem(
+                    format!("routes[{i}].prefix"),
+                    format!(
+                        "another route already has prefix `{}` for the same host",
+                        route.prefix
+                    ),
+                ));
+            }
+            Ok(route)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+
+    Ok(Config {
+        server,
+        listeners,
+        trusted_proxies,
+        max_body_size: raw.max_body_size.0,
+        access_log,
+        upstreams,
+        routes,
+    })
+}
+
+fn parse_cidr(text: &str) -> Result<IpNet, String> {
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("`{text}` is not an IP address or CIDR (e.g. 10.0.0.0/8)"))
+}
+
+fn validate_upstream(name: String, up: RawUpstream) -> Result<UpstreamSettings, Problem> {
+    let key = format!("upstreams.{name}");
+    if up.instances.is_empty() {
+        return Err(problem(
+            format!("{key}.instances"),
+            "at least one instance URL is needed",
+        ));
+    }
+    let instances = up
+        .instances
+        .iter()
+        .enumerate()
+        .map(|(i, url)| {
+            parse_instance(url).map_err(|reason| problem(format!("{key}.instances[{i}]"), reason))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let t = &up.timeouts;
+    for (field, value) in [
+        ("connect", t.connect),
+        ("read", t.read),
+        ("write", t.write),
+        ("idle", t.idle),
+    ] {
+        if value.is_zero() {
+            return Err(problem(
+                format!("{key}.timeouts.{field}"),
+                "must be more than zero",
+            ));
+        }
+    }
+    if let Some(hc) = &up.health_check {
+        if !hc.path.starts_with('/') {
+            return Err(problem(
+                format!("{key}.health_check.path"),
+                "must start with /",
+            ));
+        }
+        if hc.interval.is_zero() || hc.timeout.is_zero() {
+            return Err(problem(
+                format!("{key}.health_check"),
+                "interval and timeout must be more than zero",
+            ));
+        }
+    }
+    if up.resolve_interval.is_zero() {
+        return Err(problem(
+            format!("{key}.resolve_interval"),
+            "must be more than zero",
+        ));
+    }
+    Ok(UpstreamSettings {
+        name,
+        instances,
+        timeouts: up.timeouts,
+        health_check: up.health_check,
+        resolve_interval: up.resolve_interval,
+    })
+}
+
+fn parse_instance(url: &str) -> Result<InstanceUrl, String> {
+    let uri: Uri = url
+        .parse()
+        .map_err(|_| format!("`{url}` is not a URL (e.g. http://user-service:3001)"))?;
+    let tls = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => return Err(format!("`{url}`: the scheme must be http or https")),
+    };
+    let authority = uri
+        .authority()
+        .ok_or_else(|| format!("`{url}` has no host"))?;
+    if authority.as_str().contains('@') {
+        return Err(format!("`{url}`: credentials in the URL are not supported"));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(format!(
+            "`{url}`: an instance URL has no path or query; use the route's replace_prefix"
+        ));
+    }
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase();
+    let default_port = if tls { 443 } else { 80 };
+    let port = authority.port_u16().unwrap_or(default_port);
+    let authority = if port == default_port {
+        authority.host().to_ascii_lowercase()
+    } else {
+        format!("{}:{port}", authority.host().to_ascii_lowercase())
+    };
+    Ok(InstanceUrl {
+        tls,
+        host,
+        port,
+        authority,
+    })
+}
+
+fn validate_route(
+    i: usize,
+    route: RawRoute,
+    upstreams: &[UpstreamSettings],
+) -> Result<RouteSettings, Problem> {
+    let key = format!("routes[{i}]");
+    let prefix = route.prefix;
+    let canonical =
+        path::normalize(&prefix).map_err(|e| problem(format!("{key}.prefix"), e.to_string()))?;
+    if canonical != prefix || (prefix.len() > 1 && prefix.ends_with('/')) {
+        let suggestion = canonical.trim_end_matches('/');
+        return Err(problem(
+            format!("{key}.prefix"),
+            format!(
+                "`{prefix}` is not a normalized path prefix; write `{}`",
+                if suggestion.is_empty() {
+                    "/"
+                } else {
+                    suggestion
+                }
+            ),
+        ));
+    }
+
+    let upstream = upstreams
+        .iter()
+        .position(|u| u.name == route.upstream)
+        .ok_or_else(|| {
+            let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+            problem(
+                format!("{key}.upstream"),
+                format!(
+                    "unknown upstream `{}` (defined: {})",
+                    route.upstream,
+                    known.join(", ")
+                ),
+            )
+        })?;
+
+    let rewrite = match (route.strip_prefix, route.replace_prefix) {
+        (false, Some(_)) => {
+            return Err(problem(
+                format!("{key}.replace_prefix"),
+                "replace_prefix replaces the prefix, which strip_prefix: false keeps; set one of them",
+            ));
+        }
+        (true, Some(replacement)) => {
+            let ok = path::normalize(&replacement).is_ok_and(|n| n == replacement);
+            if !ok {
+                return Err(problem(
+                    format!("{key}.replace_prefix"),
+                    format!("`{replacement}` must be a normalized path starting with /"),
+                ));
+            }
+            Rewrite::Replace(replacement.trim_end_matches('/').to_string())
+        }
+        (true, None) => Rewrite::Strip,
+        (false, None) => Rewrite::Keep,
+    };
+
+    let host = match route.host {
+        Some(host) => {
+            Some(validate_host(&host).map_err(|reason| problem(format!("{key}.host"), reason))?)
+        }
+        None => None,
+    };
+
+    Ok(RouteSettings {
+        prefix,
+        host,
+        upstream,
+        rewrite,
+        preserve_host: route.preserve_host,
+    })
+}
+
+/// A host name, or `*.example.com` for any subdomain of it.
+fn validate_host(host: &str) -> Result<String, String> {
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    let ok = !name.is_empty()
+        && name.split('.').all(|label| {
+            !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if ok {
+        Ok(host.to_ascii_lowercase())
+    } else {
+        Err(format!(
+            "`{host}` is not a host name (e.g. api.example.com or *.example.com)"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "
+listeners: [{address: '127.0.0.1:3000'}]
+upstreams:
+  users: {instances: ['http://127.0.0.1:3001']}
+routes:
+  - {prefix: /users, upstream: users}
+";
+
+    fn env(name: &str) -> Option<String> {
+        (name == "USER_SERVICE_URL").then(|| "http://user-service:3001".to_string())
+    }
+
+    fn error_of(yaml: &str) -> String {
+        match parse(yaml, &env) {
+            Ok(_) => panic!("expected an error for:\n{yaml}"),
+            Err((key, reason)) => format!("{}: {reason}", key.unwrap_or_default()),
+        }
+    }
+
+    #[test]
+    fn the_minimal_config_gets_defaults() {
+        let c = parse(BASE, &env).unwrap();
+        assert_eq!(c.max_body_size, 10 << 20);
+        assert_eq!(c.access_log.format, LogFormat::Dev);
+        assert_eq!(c.access_log.output, LogOutput::Stdout);
+        assert!(c.server.threads >= 1);
+        assert_eq!(c.routes[0].rewrite, Rewrite::Strip);
+        assert_eq!(c.upstreams[0].timeouts.connect, Duration::from_secs(3));
+        assert!(c.trusted_proxies.is_empty());
+    }
+
+    #[test]
+    fn the_shipped_config_is_valid() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/gateway.yaml"))
+                .unwrap();
+        let c = parse(&text, &env).unwrap();
+        assert_eq!(c.listeners, vec!["0.0.0.0:3000".parse().unwrap()]);
+        let users = &c.upstreams[c.routes[0].upstream];
+        assert_eq!(users.instances[0].authority, "user-service:3001");
+        let prefixes: Vec<&str> = c.routes.iter().map(|r| r.prefix.as_str()).collect();
+        assert_eq!(prefixes, ["/users", "/products", "/orders", "/notify"]);
+    }
+
+    #[test]
+    fn instance_urls() {
+        let u = parse_instance("https://API.example.com").unwrap();
+        assert_eq!(
+            (u.tls, u.port, u.authority.as_str()),
+            (true, 443, "api.example.com")
+        );
+        let u = parse_instance("http://[::1]:8080/").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.authority.as_str()),
+            ("::1", 8080, "[::1]:8080")
+        );
+    }
+
+    #[test]
+    fn bad_configs_name_key_and_reason() {
+        let with_route =
+            |extra: &str| format!("{BASE}  - {{prefix: /x, upstream: users, {extra}}}\n");
+        let cases: Vec<(String, &str)> = vec![
+            ("listeners: [".into(), "invalid YAML"),
+            (format!("{BASE}routez: []\n"), "routez: unknown field `routez`"),
+            (
+                BASE.replace("listeners", "listenerz"),
+                "unknown field `listenerz`",
+            ),
+            (
+                BASE.replace("127.0.0.1:3000", "localhost"),
+                "listeners[0].address: `localhost` is not an IP:port",
+            ),
+            (
+                with_route("stip_prefix: false"),
+                "routes[1].stip_prefix: unknown field `stip_prefix`",
+            ),
+            (
+                BASE.replace("upstream: users", "upstream: nobody"),
+                "routes[0].upstream: unknown upstream `nobody` (defined: users)",
+            ),
+            (
+                BASE.replace("http://127.0.0.1:3001", "ftp://x"),
+                "upstreams.users.instances[0]: `ftp://x`: the scheme must be http or https",
+            ),
+            (
+                BASE.replace("http://127.0.0.1:3001", "http://x/api"),
+                "upstreams.users.instances[0]: `http://x/api`: an instance URL has no path",
+            ),
+            (
+                BASE.replace("['http://127.0.0.1:3001']", "[]"),
+                "upstreams.users.instances: at least one instance",
+            ),
+            (
+                BASE.replace("http://127.0.0.1:3001", "${NOPE_NOT_SET}"),
+                "upstreams.users.instances[0]: environment variable NOPE_NOT_SET is not set",
+            ),
+            (
+                BASE.replace("/users,", "users,"),
+                "routes[0].prefix: path must start with '/'",
+            ),
+            (
+                BASE.replace("/users,", "/users/,"),
+                "routes[0].prefix: `/users/` is not a normalized path prefix; write `/users`",
+            ),
+            (
+                BASE.replace("/users,", "/a/../users,"),
+                "routes[0].prefix: `/a/../users` is not a normalized path prefix; write `/users`",
+            ),
+            (with_route("prefix: /users"), "routes[1]: duplicate entry with key \"prefix\" at line 7"),
+            (
+                format!("{BASE}  - {{prefix: /users, upstream: users}}\n"),
+                "routes[1].prefix: another route already has prefix `/users`",
+            ),
+            (
+                with_route("strip_prefix: false, replace_prefix: /v1"),
+                "routes[1].replace_prefix: replace_prefix replaces the prefix",
+            ),
+            (
+                with_route("replace_prefix: v1"),
+                "routes[1].replace_prefix: `v1` must be a normalized path",
+            ),
+            (
+                with_route("host: 'bad host'"),
+                "routes[1].host: `bad host` is not a host name",
+            ),
+            (
+                format!("{BASE}max_body_size: lots\n"),
+                "max_body_size: invalid size `lots`",
+            ),
+            (
+                format!("{BASE}trusted_proxies: [10.0.0.0/33]\n"),
+                "trusted_proxies[0]: `10.0.0.0/33` is not an IP address or CIDR",
+            ),
+            (
+                format!("{BASE}access_log: {{format: xml}}\n"),
+                "access_log.format: unknown variant `xml`",
+            ),
+            (
+                format!("{BASE}server: {{grace_period: soon}}\n"),
+                "server.grace_period: invalid duration `soon`",
+            ),
+            (
+                format!("{BASE}server: {{treads: 4}}\n"),
+                "server.treads: unknown field `treads`",
+            ),
+            (
+                BASE.replace(
+                    "['http://127.0.0.1:3001']}",
+                    "['http://127.0.0.1:3001'], timeouts: {connect: 0s}}",
+                ),
+                "upstreams.users.timeouts.connect: must be more than zero",
+            ),
+            (
+                BASE.replace(
+                    "['http://127.0.0.1:3001']}",
+                    "['http://127.0.0.1:3001'], health_check: {path: health}}",
+                ),
+                "upstreams.users.health_check.path: must start with /",
+            ),
+            (
+                "listeners: []\nupstreams: {}\nroutes: []\n".into(),
+                "listeners: at least one listener",
+            ),
+            (
+                "upstreams: {}\nroutes: []\n".into(),
+                "missing field `listeners`",
+            ),
+        ];
+        for (yaml, expected) in cases {
+            let message = error_of(&yaml);
+            assert!(
+                message.contains(expected),
+                "for\n{yaml}\nexpected `{expected}` in `{message}`"
+            );
+        }
+    }
+
+    #[test]
+    fn the_message_names_the_file() {
+        let err = load(Path::new("/nonexistent/gateway.yaml")).unwrap_err();
+        assert!(err
+            .to_string()
+            .starts_with("/nonexistent/gateway.yaml: cannot read"));
+    }
+}

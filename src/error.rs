@@ -1,0 +1,117 @@
+//! The answers the gateway gives itself instead of an upstream's, and how a
+//! Pingora error maps onto them.
+//!
+//! Every such answer is JSON, `{"error": "...", "request_id": "..."}`, so a
+//! client can always parse it and quote the id to whoever reads the logs.
+
+use pingora::{Error, ErrorSource, ErrorType};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GatewayError {
+    BadRequest(String),
+    NotFound,
+    PayloadTooLarge,
+    /// No instance of the upstream could be reached.
+    BadGateway,
+    /// The upstream took longer than its read or write timeout.
+    GatewayTimeout,
+    Internal,
+}
+
+impl GatewayError {
+    pub fn status(&self) -> u16 {
+        match self {
+            GatewayError::BadRequest(_) => 400,
+            GatewayError::NotFound => 404,
+            GatewayError::PayloadTooLarge => 413,
+            GatewayError::BadGateway => 502,
+            GatewayError::GatewayTimeout => 504,
+            GatewayError::Internal => 500,
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            GatewayError::BadRequest(reason) => reason,
+            GatewayError::NotFound => "Not found",
+            GatewayError::PayloadTooLarge => "Request body too large",
+            GatewayError::BadGateway => "Upstream unavailable",
+            GatewayError::GatewayTimeout => "Upstream timed out",
+            GatewayError::Internal => "Internal gateway error",
+        }
+    }
+
+    pub fn json_body(&self, request_id: &str) -> String {
+        serde_json::json!({ "error": self.message(), "request_id": request_id }).to_string()
+    }
+
+    /// Which answer a failed proxy attempt gets; `None` when the client is
+    /// gone and nobody is left to answer.
+    pub fn from_proxy_error(e: &Error) -> Option<GatewayError> {
+        use ErrorType::*;
+        if let HTTPStatus(code) = e.etype() {
+            return Some(match code {
+                400 => GatewayError::BadRequest("Bad request".into()),
+                413 => GatewayError::PayloadTooLarge,
+                504 => GatewayError::GatewayTimeout,
+                _ => GatewayError::BadGateway,
+            });
+        }
+        match e.esource() {
+            ErrorSource::Upstream => Some(match e.etype() {
+                ReadTimedout | WriteTimedout => GatewayError::GatewayTimeout,
+                _ => GatewayError::BadGateway,
+            }),
+            ErrorSource::Downstream => match e.etype() {
+                WriteError | ReadError | ConnectionClosed => None,
+                ReadTimedout | WriteTimedout => None,
+                _ => Some(GatewayError::BadRequest("Malformed request".into())),
+            },
+            ErrorSource::Internal | ErrorSource::Unset => Some(GatewayError::Internal),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(etype: ErrorType) -> Box<Error> {
+        let mut e = Error::new(etype);
+        e.as_up();
+        e
+    }
+
+    #[test]
+    fn proxy_errors_map_to_gateway_answers() {
+        let cases = [
+            (upstream(ErrorType::ConnectRefused), Some(502)),
+            (upstream(ErrorType::ConnectTimedout), Some(502)),
+            (upstream(ErrorType::ReadTimedout), Some(504)),
+            (upstream(ErrorType::WriteTimedout), Some(504)),
+            (upstream(ErrorType::InvalidHTTPHeader), Some(502)),
+            (Error::new(ErrorType::HTTPStatus(413)), Some(413)),
+            (Error::new(ErrorType::InternalError), Some(500)),
+        ];
+        for (e, status) in cases {
+            assert_eq!(
+                GatewayError::from_proxy_error(&e).map(|g| g.status()),
+                status,
+                "{e}"
+            );
+        }
+        let mut gone = Error::new(ErrorType::ConnectionClosed);
+        gone.as_down();
+        assert_eq!(GatewayError::from_proxy_error(&gone), None);
+    }
+
+    #[test]
+    fn bodies_are_json_with_the_request_id() {
+        let body: serde_json::Value =
+            serde_json::from_str(&GatewayError::NotFound.json_body("id-1")).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"error": "Not found", "request_id": "id-1"})
+        );
+    }
+}

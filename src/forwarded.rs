@@ -1,0 +1,162 @@
+//! Who the client is, and what the upstream is told about it:
+//! `X-Forwarded-For`, the client address behind trusted proxies, and the
+//! request id that ties one request's log lines together across services.
+//!
+//! Pingora does no `X-Forwarded-For` handling. A client-sent value is only
+//! believed when the TCP peer is a configured trusted proxy; otherwise a
+//! client could pick the address that logs, rate limits and services see.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+#[derive(Debug, Default)]
+pub struct TrustedProxies {
+    nets: Vec<IpNet>,
+}
+
+impl TrustedProxies {
+    pub fn new(nets: Vec<IpNet>) -> Self {
+        TrustedProxies { nets }
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.nets.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The client's address: the TCP peer, or, when the peer is a trusted
+    /// proxy, the right-most `X-Forwarded-For` entry that is not itself a
+    /// trusted proxy. Entries to the left of that one were written by the
+    /// client and prove nothing.
+    pub fn client_ip(&self, peer: IpAddr, forwarded_for: Option<&str>) -> IpAddr {
+        if !self.contains(peer) {
+            return peer;
+        }
+        let Some(list) = forwarded_for else {
+            return peer;
+        };
+        let mut client = peer;
+        for entry in list.rsplit(',') {
+            match parse_entry(entry) {
+                Some(ip) if self.contains(ip) => client = ip,
+                Some(ip) => return ip,
+                None => return client,
+            }
+        }
+        client
+    }
+
+    /// The `X-Forwarded-For` the upstream receives: the trusted chain with
+    /// the peer appended, or just the peer when the peer is not trusted.
+    pub fn forwarded_for(&self, peer: IpAddr, client_sent: Option<&str>) -> String {
+        let peer = canonical(peer);
+        match client_sent.map(str::trim).filter(|v| !v.is_empty()) {
+            Some(chain) if self.contains(peer) => format!("{chain}, {peer}"),
+            _ => peer.to_string(),
+        }
+    }
+}
+
+/// IPv4 clients of a dual-stack listener arrive as `::ffff:a.b.c.d`.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+fn parse_entry(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))
+        .map(canonical)
+}
+
+/// Keeps a client's `X-Request-Id` when it is short and plain (so it can be
+/// logged and passed on without escaping), or makes a new one.
+pub fn request_id(client_sent: Option<&[u8]>) -> String {
+    match client_sent {
+        Some(id) if is_sane_request_id(id) => String::from_utf8_lossy(id).into_owned(),
+        _ => uuid::Uuid::new_v4().to_string(),
+    }
+}
+
+fn is_sane_request_id(id: &[u8]) -> bool {
+    (1..=128).contains(&id.len())
+        && id.iter().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'/' | b'+' | b'=')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn trusted() -> TrustedProxies {
+        TrustedProxies::new(vec![
+            "10.0.0.0/8".parse().unwrap(),
+            "127.0.0.1/32".parse().unwrap(),
+        ])
+    }
+
+    #[test]
+    fn an_untrusted_peer_is_the_client_whatever_it_sends() {
+        let t = trusted();
+        assert_eq!(
+            t.client_ip(ip("203.0.113.9"), Some("1.2.3.4")),
+            ip("203.0.113.9")
+        );
+        assert_eq!(
+            t.forwarded_for(ip("203.0.113.9"), Some("1.2.3.4")),
+            "203.0.113.9"
+        );
+        let nobody = TrustedProxies::default();
+        assert_eq!(
+            nobody.client_ip(ip("127.0.0.1"), Some("1.2.3.4")),
+            ip("127.0.0.1")
+        );
+    }
+
+    #[test]
+    fn behind_trusted_proxies_the_rightmost_untrusted_entry_is_the_client() {
+        let t = trusted();
+        assert_eq!(
+            t.client_ip(ip("10.1.1.1"), Some("6.6.6.6, 1.2.3.4, 10.0.0.5")),
+            ip("1.2.3.4")
+        );
+        assert_eq!(
+            t.client_ip(ip("10.1.1.1"), Some("10.0.0.7")),
+            ip("10.0.0.7")
+        );
+        assert_eq!(t.client_ip(ip("10.1.1.1"), None), ip("10.1.1.1"));
+        assert_eq!(
+            t.client_ip(ip("10.1.1.1"), Some("garbage, 10.0.0.5")),
+            ip("10.0.0.5")
+        );
+        assert_eq!(
+            t.client_ip(ip("::ffff:10.1.1.1"), Some("1.2.3.4:5678")),
+            ip("1.2.3.4")
+        );
+        assert_eq!(
+            t.forwarded_for(ip("10.1.1.1"), Some("1.2.3.4")),
+            "1.2.3.4, 10.1.1.1"
+        );
+        assert_eq!(t.forwarded_for(ip("10.1.1.1"), None), "10.1.1.1");
+    }
+
+    #[test]
+    fn request_ids() {
+        assert_eq!(request_id(Some(b"abc-123")), "abc-123");
+        assert_ne!(request_id(Some(b"has space")), "has space");
+        assert_ne!(request_id(Some(&[b'a'; 129])).len(), 129);
+        assert_eq!(request_id(None).len(), 36);
+        assert_ne!(request_id(None), request_id(None));
+    }
+}

@@ -1,0 +1,97 @@
+//! api-gateway: the single entry point in front of the shop's services.
+//!
+//! `main` only wires: command line, `.env`, the validated config, then the
+//! Pingora server with the proxy and its background services.
+
+mod access_log;
+mod config;
+mod error;
+mod forwarded;
+mod path;
+mod proxy;
+mod routing;
+mod upstream;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use log::info;
+use pingora::server::{configuration::Opt, RunArgs, Server};
+use pingora::services::background::background_service;
+
+use crate::access_log::AccessLog;
+use crate::proxy::Gateway;
+use crate::upstream::Upstream;
+
+const DEFAULT_CONF: &str = "conf/gateway.yaml";
+
+/// Pingora's flags, with `-c/--conf` naming the gateway's YAML file.
+#[derive(Parser)]
+#[command(name = "api-gateway", version, about = "API gateway on Pingora")]
+struct Cli {
+    #[command(flatten)]
+    opt: Opt,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let mut opt = Cli::parse().opt;
+
+    // Like Node's dotenv: `.env` in the working directory, never overriding
+    // variables that are already set.
+    match dotenvy::from_path(".env") {
+        Err(e) if !e.not_found() => return fail(format!(".env: {e}")),
+        _ => {}
+    }
+
+    let conf_file = PathBuf::from(opt.conf.take().unwrap_or_else(|| DEFAULT_CONF.into()));
+    let config = match config::load(&conf_file) {
+        Ok(config) => config,
+        Err(e) => return fail(e.to_string()),
+    };
+    if opt.test {
+        println!("{}: configuration is valid", conf_file.display());
+        return ExitCode::SUCCESS;
+    }
+
+    let access_log = match AccessLog::open(&config.access_log) {
+        Ok(log) => Arc::new(log),
+        Err(e) => return fail(format!("{}: {e}", conf_file.display())),
+    };
+
+    let mut server = Server::new_with_opt_and_conf(opt, config.server.pingora_conf());
+    server.bootstrap();
+
+    let mut upstreams = Vec::new();
+    for settings in &config.upstreams {
+        let (upstream, refresher) = Upstream::build(settings);
+        if let Some(refresher) = refresher {
+            server.add_service(refresher);
+        }
+        upstreams.push(upstream);
+    }
+    if let Some(writer) = access_log.writer() {
+        server.add_service(background_service("access log", writer));
+    }
+
+    let gateway = Gateway::new(&config, upstreams, access_log.clone());
+    let mut proxy =
+        pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "api-gateway");
+    for address in &config.listeners {
+        proxy.add_tcp(&address.to_string());
+        info!("listening on http://{address}");
+    }
+    server.add_service(proxy);
+
+    server.run(RunArgs::default());
+    access_log.flush();
+    ExitCode::SUCCESS
+}
+
+/// Startup errors go to stderr plainly, whatever the log level.
+fn fail(message: String) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::FAILURE
+}

@@ -1,0 +1,386 @@
+//! The gateway as Pingora sees it: one `ProxyHttp` whose phases stay short
+//! and hand the real work to the modules that own it.
+//!
+//! request_filter          normalize the path, answer `/` and `/healthz`,
+//!                         pick the route, refuse oversized bodies
+//! upstream_peer           pick an instance of the route's upstream
+//! fail_to_connect         retry an idempotent request once elsewhere
+//! upstream_request_filter rewrite the URI, Host and X-Forwarded-* headers
+//! response_filter         return the request id
+//! fail_to_proxy           turn a failure into a JSON 4xx/5xx
+//! logging                 one access-log line
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::FailToProxy;
+use pingora::{Error, ErrorType};
+
+use crate::access_log::{AccessLog, LogEntry};
+use crate::config::{Config, InstanceUrl};
+use crate::error::GatewayError;
+use crate::forwarded::{self, TrustedProxies};
+use crate::path;
+use crate::routing::RouteTable;
+use crate::upstream::Upstream;
+
+const REQUEST_ID: &str = "x-request-id";
+
+pub struct Gateway {
+    routes: RouteTable,
+    upstreams: Vec<Upstream>,
+    trusted_proxies: TrustedProxies,
+    max_body_size: u64,
+    access_log: Arc<AccessLog>,
+}
+
+impl Gateway {
+    pub fn new(config: &Config, upstreams: Vec<Upstream>, access_log: Arc<AccessLog>) -> Self {
+        Gateway {
+            routes: RouteTable::new(&config.routes),
+            upstreams,
+            trusted_proxies: TrustedProxies::new(config.trusted_proxies.clone()),
+            max_body_size: config.max_body_size,
+            access_log,
+        }
+    }
+}
+
+/// What one request has learned so far, phase to phase.
+pub struct RequestCtx {
+    started: Instant,
+    request_id: String,
+    peer: Option<IpAddr>,
+    client_ip: Option<IpAddr>,
+    /// The Host the client asked for, without changes.
+    client_host: Option<String>,
+    route: Option<usize>,
+    /// Normalized, rewritten path plus the untouched query.
+    upstream_uri: String,
+    body_bytes: u64,
+    attempts: u8,
+    upstream_addr: Option<SocketAddr>,
+    failed_addr: Option<SocketAddr>,
+    instance: Option<Arc<InstanceUrl>>,
+}
+
+impl Gateway {
+    fn upstream_of(&self, ctx: &RequestCtx) -> Option<&Upstream> {
+        ctx.route
+            .map(|i| &self.upstreams[self.routes.get(i).upstream])
+    }
+
+    /// Fills the context from the request head; `Err` is the answer to give
+    /// instead of proxying.
+    fn admit(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Result<(), Answer> {
+        ctx.request_id = forwarded::request_id(req.headers.get(REQUEST_ID).map(|v| v.as_bytes()));
+        if let Some(peer) = ctx.peer {
+            let chain = header_str(req, "x-forwarded-for");
+            ctx.client_ip = Some(self.trusted_proxies.client_ip(peer, chain));
+        }
+        ctx.client_host = header_str(req, "host")
+            .or_else(|| req.uri.authority().map(|a| a.as_str()))
+            .map(str::to_string);
+
+        let path = path::normalize(req.uri.path())
+            .map_err(|e| Answer::Error(GatewayError::BadRequest(e.to_string())))?;
+        if req.method == "GET" || req.method == "HEAD" {
+            match path.as_str() {
+                "/" => return Err(Answer::Running),
+                "/healthz" => return Err(Answer::Healthy),
+                _ => {}
+            }
+        }
+
+        let host = ctx.client_host.as_deref().map(strip_port);
+        let index = self
+            .routes
+            .find(host, &path)
+            .ok_or(Answer::Error(GatewayError::NotFound))?;
+        ctx.route = Some(index);
+
+        if let Some(length) = header_str(req, "content-length") {
+            let length: u64 = length.trim().parse().map_err(|_| {
+                Answer::Error(GatewayError::BadRequest("Invalid Content-Length".into()))
+            })?;
+            if length > self.max_body_size {
+                return Err(Answer::Error(GatewayError::PayloadTooLarge));
+            }
+        }
+
+        let mut uri = self.routes.get(index).upstream_path(&path);
+        if let Some(query) = req.uri.query() {
+            uri.push('?');
+            uri.push_str(query);
+        }
+        ctx.upstream_uri = uri;
+        Ok(())
+    }
+
+    /// Writes one of the gateway's own answers; the only place that does.
+    async fn answer(&self, session: &mut Session, ctx: &RequestCtx, answer: Answer) -> Result<u16> {
+        let (status, content_type, body) = match &answer {
+            Answer::Running => (
+                200,
+                "text/plain; charset=utf-8",
+                Bytes::from_static(b"API Gateway is running"),
+            ),
+            Answer::Healthy => (
+                200,
+                "application/json",
+                Bytes::from_static(b"{\"status\":\"ok\"}"),
+            ),
+            Answer::Error(e) => (
+                e.status(),
+                "application/json",
+                Bytes::from(e.json_body(&ctx.request_id)),
+            ),
+        };
+        let mut header = ResponseHeader::build(status, Some(4))?;
+        header.insert_header("content-type", content_type)?;
+        header.insert_header("content-length", body.len())?;
+        header.insert_header(REQUEST_ID, &ctx.request_id)?;
+        let head_only = session.req_header().method == "HEAD";
+        session
+            .write_response_header(Box::new(header), head_only)
+            .await?;
+        if !head_only {
+            session.write_response_body(Some(body), true).await?;
+        }
+        Ok(status)
+    }
+}
+
+/// An answer the gateway gives without asking an upstream.
+enum Answer {
+    Running,
+    Healthy,
+    Error(GatewayError),
+}
+
+fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
+    req.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split_once(']').map_or(host, |(v6, _)| &v6[1..]);
+    }
+    host.rsplit_once(':').map_or(host, |(name, _)| name)
+}
+
+fn client_peer(session: &Session) -> Option<IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
+fn is_tls(session: &Session) -> bool {
+    session.digest().is_some_and(|d| d.ssl_digest.is_some())
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            started: Instant::now(),
+            request_id: String::new(),
+            peer: None,
+            client_ip: None,
+            client_host: None,
+            route: None,
+            upstream_uri: String::new(),
+            body_bytes: 0,
+            attempts: 0,
+            upstream_addr: None,
+            failed_addr: None,
+            instance: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        ctx.peer = client_peer(session);
+        match self.admit(session.req_header(), ctx) {
+            Ok(()) => Ok(false),
+            Err(answer) => {
+                self.answer(session, ctx, answer).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let upstream = self
+            .upstream_of(ctx)
+            .ok_or_else(|| Error::new(ErrorType::InternalError))?;
+        ctx.attempts += 1;
+        let selected = upstream.select(ctx.failed_addr).ok_or_else(|| {
+            Error::explain(
+                ErrorType::ConnectNoRoute,
+                format!("upstream {} has no instance", upstream.name),
+            )
+            .into_up()
+        })?;
+        ctx.upstream_addr = Some(selected.addr);
+        ctx.instance = Some(selected.instance);
+        Ok(selected.peer)
+    }
+
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        ctx.failed_addr = ctx.upstream_addr;
+        let another_try = ctx.attempts < 2
+            && session.req_header().method.is_idempotent()
+            && self
+                .upstream_of(ctx)
+                .is_some_and(Upstream::has_alternatives);
+        e.set_retry(another_try);
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let uri = ctx
+            .upstream_uri
+            .parse()
+            .map_err(|_| Error::explain(ErrorType::HTTPStatus(400), "unparsable upstream URI"))?;
+        upstream_request.set_uri(uri);
+
+        let route = self
+            .routes
+            .get(ctx.route.expect("routed in request_filter"));
+        match (&ctx.instance, &ctx.client_host) {
+            (Some(instance), _) if !route.preserve_host => {
+                upstream_request.insert_header("host", &instance.authority)?;
+            }
+            (_, Some(client_host)) => upstream_request.insert_header("host", client_host)?,
+            _ => {}
+        }
+
+        // Client-sent forwarding headers are kept only from trusted proxies.
+        let trusted_peer = ctx.peer.is_some_and(|p| self.trusted_proxies.contains(p));
+        if let Some(peer) = ctx.peer {
+            let chain = self
+                .trusted_proxies
+                .forwarded_for(peer, header_str(upstream_request, "x-forwarded-for"));
+            upstream_request.insert_header("x-forwarded-for", chain)?;
+        }
+        if !(trusted_peer && upstream_request.headers.contains_key("x-forwarded-proto")) {
+            let proto = if is_tls(session) { "https" } else { "http" };
+            upstream_request.insert_header("x-forwarded-proto", proto)?;
+        }
+        if !(trusted_peer && upstream_request.headers.contains_key("x-forwarded-host")) {
+            match &ctx.client_host {
+                Some(host) => upstream_request.insert_header("x-forwarded-host", host)?,
+                None => {
+                    upstream_request.remove_header("x-forwarded-host");
+                }
+            }
+        }
+        upstream_request.insert_header(REQUEST_ID, &ctx.request_id)?;
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // A chunked body has no Content-Length to check up front.
+        ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
+        if ctx.body_bytes > self.max_body_size {
+            return Error::e_explain(
+                ErrorType::HTTPStatus(413),
+                "request body over max_body_size",
+            );
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        upstream_response.insert_header(REQUEST_ID, &ctx.request_id)?;
+        Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let error_code = match GatewayError::from_proxy_error(e) {
+            // Once the response has started there is no way to change it.
+            Some(err) if session.response_written().is_none() => self
+                .answer(session, ctx, Answer::Error(err))
+                .await
+                .unwrap_or(0),
+            Some(err) => err.status(),
+            None => 0,
+        };
+        FailToProxy {
+            error_code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let req = session.req_header();
+        let route = ctx.route.map(|i| self.routes.get(i));
+        let entry = LogEntry {
+            timestamp: SystemTime::now(),
+            request_id: &ctx.request_id,
+            client_ip: ctx.client_ip,
+            method: req.method.as_str(),
+            path: req.uri.path_and_query().map_or("/", |p| p.as_str()),
+            route: route.map(|r| r.prefix.as_str()),
+            upstream: route.map(|r| self.upstreams[r.upstream].name.as_str()),
+            upstream_addr: ctx.upstream_addr,
+            status: session.response_written().map_or(0, |r| r.status.as_u16()),
+            bytes: session.body_bytes_sent(),
+            duration_ms: ctx.started.elapsed(),
+            user_agent: header_str(req, "user-agent"),
+        };
+        self.access_log.record(&entry);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_are_stripped_from_hosts() {
+        assert_eq!(strip_port("api.example.com:8080"), "api.example.com");
+        assert_eq!(strip_port("api.example.com"), "api.example.com");
+        assert_eq!(strip_port("[::1]:3000"), "::1");
+        assert_eq!(strip_port("[::1]"), "::1");
+    }
+}
