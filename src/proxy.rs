@@ -351,7 +351,13 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        // NGINX's 499: the client left before any response was written.
+        let status = match session.response_written() {
+            Some(response) => response.status.as_u16(),
+            None if e.is_some() => 499,
+            None => 0,
+        };
         let req = session.req_header();
         let route = ctx.route.map(|i| self.routes.get(i));
         let entry = LogEntry {
@@ -363,7 +369,7 @@ impl ProxyHttp for Gateway {
             route: route.map(|r| r.prefix.as_str()),
             upstream: route.map(|r| self.upstreams[r.upstream].name.as_str()),
             upstream_addr: ctx.upstream_addr,
-            status: session.response_written().map_or(0, |r| r.status.as_u16()),
+            status,
             bytes: session.body_bytes_sent(),
             duration_ms: ctx.started.elapsed(),
             user_agent: header_str(req, "user-agent"),

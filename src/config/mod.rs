@@ -521,7 +521,10 @@ routes:
             |extra: &str| format!("{BASE}  - {{prefix: /x, upstream: users, {extra}}}\n");
         let cases: Vec<(String, &str)> = vec![
             ("listeners: [".into(), "invalid YAML"),
-            (format!("{BASE}routez: []\n"), "routez: unknown field `routez`"),
+            (
+                format!("{BASE}routez: []\n"),
+                "routez: unknown field `routez`",
+            ),
             (
                 BASE.replace("listeners", "listenerz"),
                 "unknown field `listenerz`",
@@ -566,7 +569,10 @@ routes:
                 BASE.replace("/users,", "/a/../users,"),
                 "routes[0].prefix: `/a/../users` is not a normalized path prefix; write `/users`",
             ),
-            (with_route("prefix: /users"), "routes[1]: duplicate entry with key \"prefix\" at line 7"),
+            (
+                with_route("prefix: /users"),
+                "routes[1]: duplicate entry with key \"prefix\" at line 7",
+            ),
             (
                 format!("{BASE}  - {{prefix: /users, upstream: users}}\n"),
                 "routes[1].prefix: another route already has prefix `/users`",

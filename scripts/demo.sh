@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The demo: four sample services (user, product, order, notification) on
+# 127.0.0.1:3001-3004 and the gateway in front of them on :${PORT:-3000}.
+# Ctrl-C stops both. Extra arguments go to api-gateway (e.g. -c my.yaml).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build --release --bin api-gateway --example demo_services
+cargo run --quiet --release --example demo_services &
+demo=$!
+trap 'kill "$demo" 2>/dev/null || true' EXIT INT TERM
+cargo run --quiet --release --bin api-gateway -- "$@"
