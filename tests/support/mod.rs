@@ -1,0 +1,433 @@
+//! The real parts the integration tests run against: HTTP upstreams on
+//! 127.0.0.1 (hyper), the real `api-gateway` binary with a config written
+//! for the test, and a raw HTTP/1.1 client for paths that ordinary clients
+//! would normalize before sending.
+
+#![allow(dead_code)] // each test file uses its own subset
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::stream;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+pub const BIG_BODY: usize = 5 << 20;
+
+/// The byte at offset `i` of the `/big` response.
+pub fn big_byte(i: usize) -> u8 {
+    (i % 251) as u8
+}
+
+struct UpstreamState {
+    name: String,
+    hits: AtomicUsize,
+    /// Echo requests whose whole body arrived.
+    completed: AtomicUsize,
+    healthy: AtomicBool,
+}
+
+/// A real HTTP/1.1 server. By received path: `/health` answers per
+/// `set_healthy`; `/big` streams 5 MiB; `/slow` answers after 3 s; anything
+/// else echoes the request body and reports what it saw in `x-seen-*`.
+pub struct Upstream {
+    addr: SocketAddr,
+    state: Arc<UpstreamState>,
+    stop: watch::Sender<bool>,
+}
+
+impl Upstream {
+    pub async fn start(name: &str) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(UpstreamState {
+            name: name.to_string(),
+            hits: AtomicUsize::new(0),
+            completed: AtomicUsize::new(0),
+            healthy: AtomicBool::new(true),
+        });
+        let (stop, mut stopped) = watch::channel(false);
+        let accept_state = state.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    accepted = listener.accept() => match accepted { Ok(a) => a, Err(_) => continue },
+                    _ = stopped.changed() => return,
+                };
+                let state = accept_state.clone();
+                let mut conn_stopped = stopped.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| handle(state.clone(), req));
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service);
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = conn_stopped.changed() => {}
+                    }
+                });
+            }
+        });
+        Upstream { addr, state, stop }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn hits(&self) -> usize {
+        self.state.hits.load(Ordering::SeqCst)
+    }
+
+    /// Requests whose body arrived complete (a streamed body cut off
+    /// midway counts in `hits` but not here).
+    pub fn completed(&self) -> usize {
+        self.state.completed.load(Ordering::SeqCst)
+    }
+
+    pub fn set_healthy(&self, healthy: bool) {
+        self.state.healthy.store(healthy, Ordering::SeqCst);
+    }
+
+    /// Stops listening and drops open connections: later connects are refused.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+type Body = BoxBody<Bytes, Infallible>;
+
+async fn handle(
+    state: Arc<UpstreamState>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let path = req.uri().path().to_string();
+    if path == "/health" {
+        let status = if state.healthy.load(Ordering::SeqCst) {
+            200
+        } else {
+            503
+        };
+        return Ok(Response::builder()
+            .status(status)
+            .body(full(Bytes::new()))
+            .unwrap());
+    }
+    state.hits.fetch_add(1, Ordering::SeqCst);
+    let response = Response::builder().header("x-upstream", &state.name);
+    match path.as_str() {
+        "/big" => {
+            let chunks = (0..BIG_BODY).step_by(64 << 10).map(|start| {
+                let end = (start + (64 << 10)).min(BIG_BODY);
+                Ok::<_, Infallible>(Frame::data(Bytes::from(
+                    (start..end).map(big_byte).collect::<Vec<u8>>(),
+                )))
+            });
+            Ok(response
+                .body(BodyExt::boxed(StreamBody::new(stream::iter(chunks))))
+                .unwrap())
+        }
+        "/slow" => {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            Ok(response.body(full(Bytes::from_static(b"slow"))).unwrap())
+        }
+        _ => {
+            let mut seen = serde_json::Map::new();
+            for (name, value) in req.headers() {
+                let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+                match seen.get_mut(name.as_str()) {
+                    Some(serde_json::Value::String(existing)) => {
+                        *existing = format!("{existing}, {value}")
+                    }
+                    _ => {
+                        seen.insert(name.as_str().to_string(), value.into());
+                    }
+                }
+            }
+            let content_type = req
+                .headers()
+                .get("content-type")
+                .cloned()
+                .unwrap_or_else(|| "application/octet-stream".parse().unwrap());
+            let response = response
+                .header("x-seen-method", req.method().as_str())
+                .header("x-seen-uri", req.uri().to_string())
+                .header(
+                    "x-seen-host",
+                    req.headers()
+                        .get("host")
+                        .cloned()
+                        .unwrap_or_else(|| "".parse().unwrap()),
+                )
+                .header(
+                    "x-seen-headers",
+                    serde_json::Value::Object(seen).to_string(),
+                )
+                .header("content-type", content_type);
+            match req.into_body().collect().await {
+                Ok(body) => {
+                    state.completed.fetch_add(1, Ordering::SeqCst);
+                    Ok(response.body(full(body.to_bytes())).unwrap())
+                }
+                Err(_) => Ok(response.status(400).body(full(Bytes::new())).unwrap()),
+            }
+        }
+    }
+}
+
+fn full(bytes: Bytes) -> Body {
+    BodyExt::boxed(Full::new(bytes))
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `check` every 20 ms until it holds; panics after `timeout`.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_api-gateway")
+}
+
+/// The real gateway binary, stopped (by its PID) when dropped.
+pub struct Gateway {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    /// Writes `yaml` (with `{port}` and `{dir}` filled in, after a `server:`
+    /// section of private pid/upgrade paths, so tests must not write one)
+    /// and starts the gateway on it.
+    pub async fn start(yaml: &str) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let conf = dir.path().join("gateway.yaml");
+        let d = dir.path().display();
+        let server =
+            format!("server:\n  threads: 2\n  pid_file: {d}/gw.pid\n  upgrade_sock: {d}/gw.sock\n");
+        let body = yaml
+            .replace("{port}", &port.to_string())
+            .replace("{dir}", &d.to_string());
+        std::fs::write(&conf, server + &body).unwrap();
+        let args = ["-c".to_string(), conf.display().to_string()];
+        Gateway::spawn(dir, port, &args, &[], None).await
+    }
+
+    /// Starts the binary with explicit arguments, environment and working
+    /// directory (the shipped config, a `.env` file), listening on `port`.
+    pub async fn start_with(args: &[&str], env: &[(&str, &str)], cwd: &Path, port: u16) -> Gateway {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        Gateway::spawn(tempfile::tempdir().unwrap(), port, &args, env, Some(cwd)).await
+    }
+
+    async fn spawn(
+        dir: tempfile::TempDir,
+        port: u16,
+        args: &[String],
+        env: &[(&str, &str)],
+        cwd: Option<&Path>,
+    ) -> Gateway {
+        let mut command = Command::new(binary());
+        command
+            .args(args)
+            .current_dir(cwd.unwrap_or(dir.path()))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(dir.path().join("stdout")).unwrap())
+            .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap());
+        for var in [
+            "PORT",
+            "USER_SERVICE_URL",
+            "PRODUCT_SERVICE_URL",
+            "ORDER_SERVICE_URL",
+            "NOTIFICATION_SERVICE_URL",
+            "JWT_SECRET",
+        ] {
+            command.env_remove(var);
+        }
+        command.envs(env.iter().copied());
+        let child = command.spawn().unwrap();
+        let mut gateway = Gateway { child, port, dir };
+        gateway.wait_ready().await;
+        gateway
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let client = reqwest::Client::new();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("gateway exited early ({status}):\n{}", self.stderr());
+            }
+            if let Ok(r) = client
+                .get(self.url("/"))
+                .timeout(Duration::from_secs(1))
+                .send()
+                .await
+            {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway not ready after 60 s:\n{}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr")).unwrap_or_default()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the binary to completion, e.g. `-t -c file`.
+pub fn run_binary(args: &[&str]) -> std::process::Output {
+    Command::new(binary())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+pub fn repo_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON: {:?}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+/// Sends `GET {target}` exactly as written (no client-side normalization)
+/// with `Connection: close`, and reads the whole response.
+pub async fn raw_get(port: u16, target: &str) -> RawResponse {
+    let request =
+        format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
+        .await
+        .unwrap()
+        .unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"))
+    {
+        body = dechunk(&body);
+    }
+    RawResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&data[..line_end]).unwrap().trim(), 16)
+                .unwrap();
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&data[line_end + 2..line_end + 2 + size]);
+        data = &data[line_end + 2 + size + 2..];
+    }
+}
