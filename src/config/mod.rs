@@ -102,6 +102,7 @@ impl ServerSettings {
             pid_file: self.pid_file.clone(),
             upgrade_sock: self.upgrade_sock.clone(),
             error_log: self.error_log.clone(),
+            ca_file: self.ca_file.clone(),
             grace_period_seconds: Some(self.grace_period.as_secs()),
             graceful_shutdown_timeout_seconds: Some(self.graceful_shutdown_timeout.as_secs()),
             upstream_keepalive_pool_size: self.upstream_keepalive_pool_size,
@@ -172,6 +173,11 @@ fn validate(raw: RawConfig) -> Result<Config, Problem> {
     let mut server = raw.server;
     if server.threads == 0 {
         server.threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    }
+
+    if let Some(ca_file) = &server.ca_file {
+        std::fs::File::open(ca_file)
+            .map_err(|e| problem("server.ca_file", format!("cannot read {ca_file}: {e}")))?;
     }
 
     if raw.listeners.is_empty() {
@@ -608,6 +614,10 @@ routes:
             (
                 format!("{BASE}server: {{treads: 4}}\n"),
                 "server.treads: unknown field `treads`",
+            ),
+            (
+                format!("{BASE}server: {{ca_file: /nonexistent/ca.pem}}\n"),
+                "server.ca_file: cannot read /nonexistent/ca.pem",
             ),
             (
                 BASE.replace(

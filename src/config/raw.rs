@@ -39,6 +39,9 @@ pub struct RawServer {
     pub upgrade_sock: String,
     /// Only used with `-d`: where the daemon writes Pingora's error log.
     pub error_log: Option<String>,
+    /// PEM bundle that verifies `https://` upstreams instead of the system
+    /// store, for services with certificates from a private CA.
+    pub ca_file: Option<String>,
     #[serde(with = "duration")]
     pub grace_period: Duration,
     #[serde(with = "duration")]
@@ -54,6 +57,7 @@ impl Default for RawServer {
             pid_file: "/tmp/api-gateway.pid".into(),
             upgrade_sock: "/tmp/api-gateway-upgrade.sock".into(),
             error_log: None,
+            ca_file: None,
             // Pingora's 300 s default keeps an old process around for five
             // minutes after every reload; in-flight API calls finish far sooner.
             grace_period: Duration::from_secs(10),

@@ -236,12 +236,17 @@ impl Gateway {
     /// section of private pid/upgrade paths, so tests must not write one)
     /// and starts the gateway on it.
     pub async fn start(yaml: &str) -> Gateway {
+        Gateway::start_with_server_keys("", yaml).await
+    }
+
+    /// Like `start`, with more `server:` keys (indented lines, e.g.
+    /// `"  ca_file: /x.pem\n"`).
+    pub async fn start_with_server_keys(server_keys: &str, yaml: &str) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let conf = dir.path().join("gateway.yaml");
         let d = dir.path().display();
-        let server =
-            format!("server:\n  threads: 2\n  pid_file: {d}/gw.pid\n  upgrade_sock: {d}/gw.sock\n");
+        let server = format!("server:\n  threads: 2\n  pid_file: {d}/gw.pid\n  upgrade_sock: {d}/gw.sock\n{server_keys}");
         let body = yaml
             .replace("{port}", &port.to_string())
             .replace("{dir}", &d.to_string());
