@@ -199,12 +199,22 @@ fn full(bytes: Bytes) -> Body {
     BodyExt::boxed(Full::new(bytes))
 }
 
+/// A port nothing listens on, for the gateway (or a dead instance) to use.
+/// Not `bind(:0)`: that hands out an ephemeral port, which the kernel may
+/// give to another test's client socket before the gateway binds it. These
+/// come from below the ephemeral range (32768+), each used once per process,
+/// with a per-process offset so concurrent test binaries rarely meet.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::AtomicU16;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 40) as u16 * 300;
+    loop {
+        let port = base + NEXT.fetch_add(1, Ordering::SeqCst) % 300;
+        let free = |ip: &str| std::net::TcpListener::bind((ip, port)).is_ok();
+        if free("127.0.0.1") && free("0.0.0.0") {
+            return port;
+        }
+    }
 }
 
 /// Polls `check` every 20 ms until it holds; panics after `timeout`.
