@@ -391,8 +391,16 @@ impl RawResponse {
 /// Sends `GET {target}` exactly as written (no client-side normalization)
 /// with `Connection: close`, and reads the whole response.
 pub async fn raw_get(port: u16, target: &str) -> RawResponse {
-    let request =
-        format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    raw_request(
+        port,
+        &format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"),
+    )
+    .await
+}
+
+/// Writes `request` byte for byte (the caller ends it with a blank line and
+/// `Connection: close`) and reads the whole response.
+pub async fn raw_request(port: u16, request: &str) -> RawResponse {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut raw = Vec::new();
