@@ -6,9 +6,25 @@
 
 use pingora::{Error, ErrorSource, ErrorType};
 
+/// A response the gateway writes without asking an upstream.
+pub enum Answer {
+    /// `GET /`: the seed's liveness text.
+    Running,
+    /// `GET /healthz`.
+    Healthy,
+    Error(GatewayError),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GatewayError {
     BadRequest(String),
+    /// A route that requires a token got none.
+    MissingToken,
+    /// The token failed verification; the reason names the check, never a
+    /// key or the token itself.
+    InvalidToken(&'static str),
+    /// A valid token without the scope, role or claim the route requires.
+    InsufficientScope,
     NotFound,
     PayloadTooLarge,
     /// No instance of the upstream could be reached.
@@ -22,6 +38,8 @@ impl GatewayError {
     pub fn status(&self) -> u16 {
         match self {
             GatewayError::BadRequest(_) => 400,
+            GatewayError::MissingToken | GatewayError::InvalidToken(_) => 401,
+            GatewayError::InsufficientScope => 403,
             GatewayError::NotFound => 404,
             GatewayError::PayloadTooLarge => 413,
             GatewayError::BadGateway => 502,
@@ -33,6 +51,9 @@ impl GatewayError {
     pub fn message(&self) -> &str {
         match self {
             GatewayError::BadRequest(reason) => reason,
+            GatewayError::MissingToken => "Missing token",
+            GatewayError::InvalidToken(_) => "Invalid token",
+            GatewayError::InsufficientScope => "Insufficient scope",
             GatewayError::NotFound => "Not found",
             GatewayError::PayloadTooLarge => "Request body too large",
             GatewayError::BadGateway => "Upstream unavailable",
@@ -42,7 +63,25 @@ impl GatewayError {
     }
 
     pub fn json_body(&self, request_id: &str) -> String {
-        serde_json::json!({ "error": self.message(), "request_id": request_id }).to_string()
+        let mut body = serde_json::json!({ "error": self.message(), "request_id": request_id });
+        if let GatewayError::InvalidToken(reason) = self {
+            body["reason"] = (*reason).into();
+        }
+        body.to_string()
+    }
+
+    /// The challenge RFC 6750 asks for on 401 and 403 answers to bearer
+    /// token requests.
+    pub fn www_authenticate(&self) -> Option<&'static str> {
+        match self {
+            GatewayError::MissingToken | GatewayError::InvalidToken(_) => {
+                Some(r#"Bearer realm="api-gateway", error="invalid_token""#)
+            }
+            GatewayError::InsufficientScope => {
+                Some(r#"Bearer realm="api-gateway", error="insufficient_scope""#)
+            }
+            _ => None,
+        }
     }
 
     /// Which answer a failed proxy attempt gets; `None` when the client is
@@ -112,6 +151,12 @@ mod tests {
         assert_eq!(
             body,
             serde_json::json!({"error": "Not found", "request_id": "id-1"})
+        );
+        let body: serde_json::Value =
+            serde_json::from_str(&GatewayError::InvalidToken("expired").json_body("id-2")).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"error": "Invalid token", "reason": "expired", "request_id": "id-2"})
         );
     }
 }

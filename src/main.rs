@@ -3,27 +3,22 @@
 //! `main` only wires: command line, `.env`, the validated config, then the
 //! Pingora server with the proxy and its background services.
 
-mod access_log;
-mod config;
-mod error;
-mod forwarded;
-mod path;
-mod proxy;
-mod routing;
-mod upstream;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use log::info;
+use log::{info, warn};
 use pingora::server::{configuration::Opt, RunArgs, Server};
 use pingora::services::background::background_service;
 
-use crate::access_log::AccessLog;
-use crate::proxy::Gateway;
-use crate::upstream::Upstream;
+use api_gateway::access_log::AccessLog;
+use api_gateway::auth::JwtAuth;
+use api_gateway::config;
+use api_gateway::jwt::jwks::{JwksRefresher, RemoteJwks};
+use api_gateway::plugin::{self, Shared};
+use api_gateway::proxy::Gateway;
+use api_gateway::upstream::Upstream;
 
 const DEFAULT_CONF: &str = "conf/gateway.yaml";
 
@@ -46,11 +41,23 @@ fn main() -> ExitCode {
         _ => {}
     }
 
+    // jsonwebtoken compiles without a crypto backend and would panic at the
+    // first token; ours is chosen here, once, explicitly.
+    if jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER
+        .install_default()
+        .is_err()
+    {
+        return fail("JWT crypto provider already installed".into());
+    }
+
     let conf_file = PathBuf::from(opt.conf.take().unwrap_or_else(|| DEFAULT_CONF.into()));
-    let config = match config::load(&conf_file) {
+    let mut config = match config::load(&conf_file) {
         Ok(config) => config,
         Err(e) => return fail(e.to_string()),
     };
+    for warning in &config.warnings {
+        warn!("{}: {warning}", conf_file.display());
+    }
     if opt.test {
         println!("{}: configuration is valid", conf_file.display());
         return ExitCode::SUCCESS;
@@ -76,7 +83,26 @@ fn main() -> ExitCode {
         server.add_service(background_service("access log", writer));
     }
 
-    let gateway = Gateway::new(&config, upstreams, access_log.clone());
+    let jwt = config
+        .jwt
+        .take()
+        .map(|settings| Arc::new(JwtAuth::new(settings)));
+    if let Some(jwt) = &jwt {
+        let sources = jwt.verifier.remote_sources().to_vec();
+        if !sources.is_empty() {
+            fetch_jwks_before_listening(&sources);
+            let refresher = JwksRefresher { sources };
+            server.add_service(background_service("jwks refresh", refresher));
+        }
+    }
+    let shared = Shared { jwt };
+    let chains = config
+        .routes
+        .iter()
+        .map(|route| plugin::build_chain(&route.plugins, &shared))
+        .collect();
+
+    let gateway = Gateway::new(&config, chains, upstreams, access_log.clone());
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "api-gateway");
     for address in &config.listeners {
@@ -88,6 +114,20 @@ fn main() -> ExitCode {
     server.run(RunArgs::default());
     access_log.flush();
     ExitCode::SUCCESS
+}
+
+/// So that tokens verify from the first request. Pingora's runtimes do not
+/// exist yet, hence a short-lived one.
+fn fetch_jwks_before_listening(sources: &[Arc<RemoteJwks>]) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime for the JWKS fetch");
+    runtime.block_on(async {
+        for source in sources {
+            source.initial_fetch().await;
+        }
+    });
 }
 
 /// Startup errors go to stderr plainly, whatever the log level.

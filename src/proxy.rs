@@ -2,17 +2,19 @@
 //! and hand the real work to the modules that own it.
 //!
 //! request_filter          normalize the path, answer `/` and `/healthz`,
-//!                         pick the route, refuse oversized bodies
+//!                         pick the route, refuse oversized bodies, then
+//!                         the route's plugins (auth), which may answer
 //! upstream_peer           pick an instance of the route's upstream
 //! fail_to_connect         retry an idempotent request once elsewhere
-//! upstream_request_filter rewrite the URI, Host and X-Forwarded-* headers
-//! response_filter         return the request id
+//! upstream_request_filter rewrite the URI, Host and X-Forwarded-* headers;
+//!                         plugins add theirs (claim headers)
+//! response_filter         return the request id; plugins add theirs
 //! fail_to_proxy           turn a failure into a JSON 4xx/5xx
 //! logging                 one access-log line
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -22,10 +24,12 @@ use pingora::proxy::FailToProxy;
 use pingora::{Error, ErrorType};
 
 use crate::access_log::{AccessLog, LogEntry};
-use crate::config::{Config, InstanceUrl};
-use crate::error::GatewayError;
+use crate::config::Config;
+use crate::context::RequestCtx;
+use crate::error::{Answer, GatewayError};
 use crate::forwarded::{self, TrustedProxies};
 use crate::path;
+use crate::plugin::{Chain, Flow, Plugin};
 use crate::routing::RouteTable;
 use crate::upstream::Upstream;
 
@@ -33,6 +37,8 @@ const REQUEST_ID: &str = "x-request-id";
 
 pub struct Gateway {
     routes: RouteTable,
+    /// Each route's plugins, by route index.
+    chains: Vec<Chain>,
     upstreams: Vec<Upstream>,
     trusted_proxies: TrustedProxies,
     max_body_size: u64,
@@ -40,9 +46,15 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(config: &Config, upstreams: Vec<Upstream>, access_log: Arc<AccessLog>) -> Self {
+    pub fn new(
+        config: &Config,
+        chains: Vec<Chain>,
+        upstreams: Vec<Upstream>,
+        access_log: Arc<AccessLog>,
+    ) -> Self {
         Gateway {
             routes: RouteTable::new(&config.routes),
+            chains,
             upstreams,
             trusted_proxies: TrustedProxies::new(config.trusted_proxies.clone()),
             max_body_size: config.max_body_size,
@@ -51,25 +63,11 @@ impl Gateway {
     }
 }
 
-/// What one request has learned so far, phase to phase.
-pub struct RequestCtx {
-    started: Instant,
-    request_id: String,
-    peer: Option<IpAddr>,
-    client_ip: Option<IpAddr>,
-    /// The Host the client asked for, without changes.
-    client_host: Option<String>,
-    route: Option<usize>,
-    /// Normalized, rewritten path plus the untouched query.
-    upstream_uri: String,
-    body_bytes: u64,
-    attempts: u8,
-    upstream_addr: Option<SocketAddr>,
-    failed_addr: Option<SocketAddr>,
-    instance: Option<Arc<InstanceUrl>>,
-}
-
 impl Gateway {
+    fn chain(&self, ctx: &RequestCtx) -> &[Box<dyn Plugin>] {
+        ctx.route.map_or(&[], |i| &self.chains[i])
+    }
+
     fn upstream_of(&self, ctx: &RequestCtx) -> Option<&Upstream> {
         ctx.route
             .map(|i| &self.upstreams[self.routes.get(i).upstream])
@@ -87,10 +85,11 @@ impl Gateway {
             .or_else(|| req.uri.authority().map(|a| a.as_str()))
             .map(str::to_string);
 
-        let path = path::normalize(req.uri.path())
+        ctx.path = path::normalize(req.uri.path())
             .map_err(|e| Answer::Error(GatewayError::BadRequest(e.to_string())))?;
+        let path = ctx.path.as_str();
         if req.method == "GET" || req.method == "HEAD" {
-            match path.as_str() {
+            match path {
                 "/" => return Err(Answer::Running),
                 "/healthz" => return Err(Answer::Healthy),
                 _ => {}
@@ -100,7 +99,7 @@ impl Gateway {
         let host = ctx.client_host.as_deref().map(strip_port);
         let index = self
             .routes
-            .find(host, &path)
+            .find(host, path)
             .ok_or(Answer::Error(GatewayError::NotFound))?;
         ctx.route = Some(index);
 
@@ -113,7 +112,7 @@ impl Gateway {
             }
         }
 
-        let mut uri = self.routes.get(index).upstream_path(&path);
+        let mut uri = self.routes.get(index).upstream_path(path);
         if let Some(query) = req.uri.query() {
             uri.push('?');
             uri.push_str(query);
@@ -141,10 +140,19 @@ impl Gateway {
                 Bytes::from(e.json_body(&ctx.request_id)),
             ),
         };
-        let mut header = ResponseHeader::build(status, Some(4))?;
+        let mut header = ResponseHeader::build(status, Some(8))?;
         header.insert_header("content-type", content_type)?;
         header.insert_header("content-length", body.len())?;
         header.insert_header(REQUEST_ID, &ctx.request_id)?;
+        if let Some(challenge) = match &answer {
+            Answer::Error(e) => e.www_authenticate(),
+            _ => None,
+        } {
+            header.insert_header("www-authenticate", challenge)?;
+        }
+        for plugin in self.chain(ctx) {
+            plugin.response(&mut header, ctx)?;
+        }
         let head_only = session.req_header().method == "HEAD";
         session
             .write_response_header(Box::new(header), head_only)
@@ -154,13 +162,6 @@ impl Gateway {
         }
         Ok(status)
     }
-}
-
-/// An answer the gateway gives without asking an upstream.
-enum Answer {
-    Running,
-    Healthy,
-    Error(GatewayError),
 }
 
 fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
@@ -190,31 +191,22 @@ impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx {
-            started: Instant::now(),
-            request_id: String::new(),
-            peer: None,
-            client_ip: None,
-            client_host: None,
-            route: None,
-            upstream_uri: String::new(),
-            body_bytes: 0,
-            attempts: 0,
-            upstream_addr: None,
-            failed_addr: None,
-            instance: None,
-        }
+        RequestCtx::new()
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.peer = client_peer(session);
-        match self.admit(session.req_header(), ctx) {
-            Ok(()) => Ok(false),
-            Err(answer) => {
+        if let Err(answer) = self.admit(session.req_header(), ctx) {
+            self.answer(session, ctx, answer).await?;
+            return Ok(true);
+        }
+        for plugin in self.chain(ctx) {
+            if let Flow::Respond(answer) = plugin.request(session.req_header(), ctx).await {
                 self.answer(session, ctx, answer).await?;
-                Ok(true)
+                return Ok(true);
             }
         }
+        Ok(false)
     }
 
     async fn upstream_peer(
@@ -299,6 +291,9 @@ impl ProxyHttp for Gateway {
             }
         }
         upstream_request.insert_header(REQUEST_ID, &ctx.request_id)?;
+        for plugin in self.chain(ctx) {
+            plugin.upstream_request(upstream_request, ctx)?;
+        }
         Ok(())
     }
 
@@ -327,6 +322,9 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         upstream_response.insert_header(REQUEST_ID, &ctx.request_id)?;
+        for plugin in self.chain(ctx) {
+            plugin.response(upstream_response, ctx)?;
+        }
         Ok(())
     }
 

@@ -85,31 +85,41 @@ impl Route {
 
 #[derive(Debug)]
 pub struct RouteTable {
+    /// In config order, so a route's index is its `routes[i]` everywhere.
     routes: Vec<Route>,
+    /// Indices in matching order: longest prefix first; for equal prefixes,
+    /// host-bound routes first.
+    match_order: Vec<usize>,
 }
 
 impl RouteTable {
     pub fn new(settings: &[RouteSettings]) -> Self {
-        let mut routes: Vec<Route> = settings.iter().map(Route::new).collect();
-        // Longest prefix first; for equal prefixes, host-bound routes first.
-        routes.sort_by(|a, b| {
+        let routes: Vec<Route> = settings.iter().map(Route::new).collect();
+        let mut match_order: Vec<usize> = (0..routes.len()).collect();
+        match_order.sort_by(|&a, &b| {
+            let (a, b) = (&routes[a], &routes[b]);
             b.prefix
                 .len()
                 .cmp(&a.prefix.len())
                 .then(b.host.is_some().cmp(&a.host.is_some()))
         });
-        RouteTable { routes }
+        RouteTable {
+            routes,
+            match_order,
+        }
     }
 
     pub fn get(&self, index: usize) -> &Route {
         &self.routes[index]
     }
 
-    /// The index of the route serving `path`; `host` is the request's host
-    /// without its port, if it sent one. An index (not a reference) so the
-    /// per-request context can hold it without borrowing the table.
+    /// The index (in config order) of the route serving `path`; `host` is
+    /// the request's host without its port, if it sent one. An index (not a
+    /// reference) so the per-request context can hold it without borrowing
+    /// the table.
     pub fn find(&self, host: Option<&str>, path: &str) -> Option<usize> {
-        self.routes.iter().position(|route| {
+        self.match_order.iter().copied().find(|&i| {
+            let route = &self.routes[i];
             route.matches_path(path)
                 && match &route.host {
                     None => true,
@@ -130,6 +140,7 @@ mod tests {
             upstream,
             rewrite,
             preserve_host: false,
+            plugins: Vec::new(),
         }
     }
 

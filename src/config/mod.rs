@@ -6,6 +6,7 @@
 //! the key path (`routes[2].upstream`) and the reason, and request handling
 //! never looks anything up by string.
 
+mod auth;
 mod expand;
 mod raw;
 mod units;
@@ -21,6 +22,10 @@ use ipnet::IpNet;
 use pingora::server::configuration::ServerConf;
 use serde_yaml::Value;
 
+pub use auth::{
+    AuthMode, AuthOverride, AuthRule, ClaimHeader, JwksUrlSettings, JwtSettings, PathMatch,
+    Requirements, RouteAuth,
+};
 pub use raw::{
     LogFormat, RawHealthCheck as HealthCheckSettings, RawServer as ServerSettings,
     RawTimeouts as Timeouts,
@@ -37,8 +42,11 @@ pub struct Config {
     pub trusted_proxies: Vec<IpNet>,
     pub max_body_size: u64,
     pub access_log: AccessLogSettings,
+    pub jwt: Option<JwtSettings>,
     pub upstreams: Vec<UpstreamSettings>,
     pub routes: Vec<RouteSettings>,
+    /// Usable but probably unintended settings, for the startup log.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +90,15 @@ pub struct RouteSettings {
     pub upstream: usize,
     pub rewrite: Rewrite,
     pub preserve_host: bool,
+    /// The route's per-request features, in the order they run.
+    pub plugins: Vec<PluginConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub enum PluginConfig {
+    /// On every route once a `jwt:` section exists, even with `auth: off`:
+    /// it also removes client-sent copies of the claim headers.
+    Auth(RouteAuth),
 }
 
 /// What happens to the matched prefix before the request goes upstream.
@@ -224,6 +241,12 @@ fn validate(raw: RawConfig) -> Result<Config, Problem> {
         },
     };
 
+    let mut warnings = Vec::new();
+    let jwt = raw
+        .jwt
+        .map(|jwt| auth::validate_jwt(jwt, &mut warnings))
+        .transpose()?;
+
     let upstreams = raw
         .upstreams
         .into_iter()
@@ -236,7 +259,7 @@ fn validate(raw: RawConfig) -> Result<Config, Problem> {
         .into_iter()
         .enumerate()
         .map(|(i, route)| {
-            let route = validate_route(i, route, &upstreams)?;
+            let route = validate_route(i, route, &upstreams, jwt.is_some())?;
             if !seen.insert((route.host.clone(), route.prefix.clone())) {
                 return Err(problem(
                     format!("routes[{i}].prefix"),
@@ -256,8 +279,10 @@ fn validate(raw: RawConfig) -> Result<Config, Problem> {
         trusted_proxies,
         max_body_size: raw.max_body_size.0,
         access_log,
+        jwt,
         upstreams,
         routes,
+        warnings,
     })
 }
 
@@ -369,14 +394,15 @@ fn parse_instance(url: &str) -> Result<InstanceUrl, String> {
 
 fn validate_route(
     i: usize,
-    route: RawRoute,
+    mut route: RawRoute,
     upstreams: &[UpstreamSettings],
+    has_jwt: bool,
 ) -> Result<RouteSettings, Problem> {
     let key = format!("routes[{i}]");
-    let prefix = route.prefix;
+    let prefix = &route.prefix;
     let canonical =
-        path::normalize(&prefix).map_err(|e| problem(format!("{key}.prefix"), e.to_string()))?;
-    if canonical != prefix || (prefix.len() > 1 && prefix.ends_with('/')) {
+        path::normalize(prefix).map_err(|e| problem(format!("{key}.prefix"), e.to_string()))?;
+    if canonical != *prefix || (prefix.len() > 1 && prefix.ends_with('/')) {
         let suggestion = canonical.trim_end_matches('/');
         return Err(problem(
             format!("{key}.prefix"),
@@ -406,7 +432,7 @@ fn validate_route(
             )
         })?;
 
-    let rewrite = match (route.strip_prefix, route.replace_prefix) {
+    let rewrite = match (route.strip_prefix, route.replace_prefix.take()) {
         (false, Some(_)) => {
             return Err(problem(
                 format!("{key}.replace_prefix"),
@@ -427,19 +453,25 @@ fn validate_route(
         (false, None) => Rewrite::Keep,
     };
 
-    let host = match route.host {
+    let host = match route.host.take() {
         Some(host) => {
             Some(validate_host(&host).map_err(|reason| problem(format!("{key}.host"), reason))?)
         }
         None => None,
     };
 
+    let auth = auth::validate_route_auth(i, &mut route, has_jwt)?;
+    let mut plugins = Vec::new();
+    if has_jwt {
+        plugins.push(PluginConfig::Auth(auth));
+    }
     Ok(RouteSettings {
-        prefix,
+        prefix: route.prefix,
         host,
         upstream,
         rewrite,
         preserve_host: route.preserve_host,
+        plugins,
     })
 }
 

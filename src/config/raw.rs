@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
 use super::units::{duration, ByteSize};
@@ -24,6 +25,7 @@ pub struct RawConfig {
     pub max_body_size: ByteSize,
     #[serde(default)]
     pub access_log: RawAccessLog,
+    pub jwt: Option<RawJwt>,
     pub upstreams: BTreeMap<String, RawUpstream>,
     pub routes: Vec<RawRoute>,
 }
@@ -180,6 +182,121 @@ pub struct RawRoute {
     pub replace_prefix: Option<String>,
     #[serde(default)]
     pub preserve_host: bool,
+    #[serde(default)]
+    pub auth: AuthMode,
+    #[serde(default)]
+    pub require: RawRequire,
+    /// Per method and path inside the route; the first match replaces the
+    /// route's `auth` and `require`.
+    #[serde(default)]
+    pub auth_overrides: Vec<RawAuthOverride>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// No token needed, none verified.
+    #[default]
+    Off,
+    /// A valid token is used, no token passes, an invalid one is refused.
+    Optional,
+    Required,
+}
+
+/// What a valid token must also carry, else 403.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRequire {
+    /// All of these, from `scope` (space-separated) or `scp`.
+    pub scopes: Vec<String>,
+    /// At least one of these, from the `roles` claim.
+    pub roles: Vec<String>,
+    /// Each claim equal to (or, for a list claim, containing) the value.
+    pub claims: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuthOverride {
+    /// Empty: every method.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// The whole (normalized) request path, e.g. `/users/login`.
+    pub path: Option<String>,
+    /// Or a path prefix, matched on segment boundaries.
+    pub prefix: Option<String>,
+    pub auth: AuthMode,
+    #[serde(default)]
+    pub require: RawRequire,
+}
+
+/// Token verification, shared by every route whose `auth` is not `off`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwt {
+    pub keys: Vec<RawJwtKey>,
+    /// Accepted `iss` values; empty: not checked.
+    #[serde(default)]
+    pub issuers: Vec<String>,
+    /// Accepted `aud` values; empty: not checked.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Clock skew allowed on `exp`, `nbf` and `iat`.
+    #[serde(default = "default_leeway", with = "duration")]
+    pub leeway: Duration,
+    #[serde(default = "yes")]
+    pub require_exp: bool,
+    /// Also look for the token in this cookie when there is no bearer token.
+    pub cookie: Option<String>,
+    /// Pass the client's `Authorization` header on unchanged.
+    #[serde(default = "yes")]
+    pub forward_authorization: bool,
+    /// Claim name to request header, e.g. `sub: X-User-Id`.
+    #[serde(default)]
+    pub claim_headers: BTreeMap<String, String>,
+}
+
+fn default_leeway() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// One key source: exactly one of `secret`, `public_key_file`, `jwks_file`
+/// and `jwks_url`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwtKey {
+    pub kid: Option<String>,
+    pub algorithms: Option<Vec<Algorithm>>,
+    pub secret: Option<String>,
+    pub public_key_file: Option<String>,
+    pub jwks_file: Option<String>,
+    pub jwks_url: Option<String>,
+    /// Only with `jwks_url`.
+    pub jwks: Option<RawJwksFetch>,
+}
+
+/// How a `jwks_url` is kept fresh.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawJwksFetch {
+    #[serde(with = "duration")]
+    pub refresh_interval: Duration,
+    /// Least time between fetches caused by an unknown `kid`, and between
+    /// retries while the URL fails.
+    #[serde(with = "duration")]
+    pub refetch_cooldown: Duration,
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+}
+
+impl Default for RawJwksFetch {
+    fn default() -> Self {
+        RawJwksFetch {
+            refresh_interval: Duration::from_secs(600),
+            refetch_cooldown: Duration::from_secs(30),
+            timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 fn yes() -> bool {

@@ -1,0 +1,52 @@
+//! What one request has learned so far, handed from phase to phase and to
+//! the plugins.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::config::InstanceUrl;
+use crate::jwt::Claims;
+
+pub struct RequestCtx {
+    pub started: Instant,
+    pub request_id: String,
+    pub peer: Option<IpAddr>,
+    pub client_ip: Option<IpAddr>,
+    /// The Host the client asked for, without changes.
+    pub client_host: Option<String>,
+    /// The normalized request path, which routing and auth decide on.
+    pub path: String,
+    /// Index of the route in config order.
+    pub route: Option<usize>,
+    /// Normalized, rewritten path plus the untouched query.
+    pub upstream_uri: String,
+    /// The verified token's claims, when the route's auth checked one.
+    pub claims: Option<Claims>,
+    pub body_bytes: u64,
+    pub attempts: u8,
+    pub upstream_addr: Option<SocketAddr>,
+    pub failed_addr: Option<SocketAddr>,
+    pub instance: Option<Arc<InstanceUrl>>,
+}
+
+impl RequestCtx {
+    pub fn new() -> Self {
+        RequestCtx {
+            started: Instant::now(),
+            request_id: String::new(),
+            peer: None,
+            client_ip: None,
+            client_host: None,
+            path: String::new(),
+            route: None,
+            upstream_uri: String::new(),
+            claims: None,
+            body_bytes: 0,
+            attempts: 0,
+            upstream_addr: None,
+            failed_addr: None,
+            instance: None,
+        }
+    }
+}

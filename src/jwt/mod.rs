@@ -1,0 +1,188 @@
+//! JWT verification: which key checks a token, and what makes a token
+//! valid. Routes decide whether they need one (`auth.rs`); this module only
+//! answers "are these claims genuine and current, and if not, why not".
+//!
+//! jsonwebtoken does the signature and the registered-claim checks, with its
+//! defaults tightened: `nbf` is checked, the leeway is ours (30 s unless
+//! configured, not its 60 s), `iss`/`aud` are required when configured (it
+//! would pass a token that simply leaves them out), and `iat` in the future
+//! is refused.
+
+pub mod jwks;
+pub mod keys;
+
+use std::sync::Arc;
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{decode, decode_header, Algorithm, AlgorithmFamily, Validation};
+use serde_json::Value;
+
+use crate::config::JwtSettings;
+use jwks::RemoteJwks;
+use keys::VerifyingKey;
+
+pub type Claims = serde_json::Map<String, Value>;
+
+/// Why a token was refused. The reason goes to the client, so it names the
+/// failed check and nothing about keys or the token's content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenError {
+    Malformed,
+    /// No configured key fits the token's `alg` and `kid`.
+    UnknownKey,
+    BadSignature,
+    Expired,
+    NotYetValid,
+    IssuedInFuture,
+    WrongIssuer,
+    WrongAudience,
+    MissingClaim,
+}
+
+impl TokenError {
+    pub fn reason(self) -> &'static str {
+        match self {
+            TokenError::Malformed => "malformed token",
+            TokenError::UnknownKey => "no key for this token's algorithm and kid",
+            TokenError::BadSignature => "bad signature",
+            TokenError::Expired => "token expired",
+            TokenError::NotYetValid => "token not yet valid",
+            TokenError::IssuedInFuture => "token issued in the future",
+            TokenError::WrongIssuer => "wrong issuer",
+            TokenError::WrongAudience => "wrong audience",
+            TokenError::MissingClaim => "missing a required claim",
+        }
+    }
+}
+
+pub struct Verifier {
+    keys: Vec<VerifyingKey>,
+    remote: Vec<Arc<RemoteJwks>>,
+    validation: Validation,
+    leeway: u64,
+}
+
+impl Verifier {
+    /// Takes the parsed keys out of `settings`.
+    pub fn new(settings: &mut JwtSettings) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        // Each key is pinned to its own algorithms before decode is called,
+        // so here every algorithm may pass.
+        validation.algorithms = [
+            AlgorithmFamily::Hmac,
+            AlgorithmFamily::Rsa,
+            AlgorithmFamily::Ec,
+            AlgorithmFamily::Ed,
+        ]
+        .iter()
+        .flat_map(|f| f.algorithms().iter().copied())
+        .collect();
+        validation.leeway = settings.leeway.as_secs();
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        let mut required = Vec::new();
+        if settings.require_exp {
+            required.push("exp");
+        }
+        if !settings.issuers.is_empty() {
+            validation.set_issuer(&settings.issuers);
+            required.push("iss");
+        }
+        if settings.audiences.is_empty() {
+            validation.validate_aud = false;
+        } else {
+            validation.set_audience(&settings.audiences);
+            required.push("aud");
+        }
+        validation.set_required_spec_claims(&required);
+
+        Verifier {
+            keys: std::mem::take(&mut settings.keys),
+            remote: settings
+                .jwks_urls
+                .iter()
+                .map(|s| Arc::new(RemoteJwks::new(s.clone())))
+                .collect(),
+            validation,
+            leeway: settings.leeway.as_secs(),
+        }
+    }
+
+    /// The JWKS URLs, for the startup fetch and the background refresher.
+    pub fn remote_sources(&self) -> &[Arc<RemoteJwks>] {
+        &self.remote
+    }
+
+    pub async fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        let header = decode_header(token).map_err(|_| TokenError::Malformed)?;
+        let kid = header.kid.as_deref();
+        if let Some(result) = self.try_keys(token, header.alg, kid) {
+            return result;
+        }
+        // A kid nobody knows may be a key the provider just rotated in.
+        if kid.is_some() && !self.remote.is_empty() {
+            for source in &self.remote {
+                source.refetch().await;
+            }
+            if let Some(result) = self.try_keys(token, header.alg, kid) {
+                return result;
+            }
+        }
+        Err(TokenError::UnknownKey)
+    }
+
+    /// `None` when no key accepts this `alg` and `kid`. Several keys may
+    /// (two secrets during a rotation, keys without a kid): a bad signature
+    /// moves on to the next, any other verdict is final because the
+    /// signature was good.
+    fn try_keys(
+        &self,
+        token: &str,
+        alg: Algorithm,
+        kid: Option<&str>,
+    ) -> Option<Result<Claims, TokenError>> {
+        let mut verdict = None;
+        let mut try_key = |key: &VerifyingKey| {
+            if !key.accepts(alg, kid) {
+                return None;
+            }
+            match self.check(token, key) {
+                Err(TokenError::BadSignature) => {
+                    verdict = Some(Err(TokenError::BadSignature));
+                    None
+                }
+                result => Some(result),
+            }
+        };
+        if let Some(result) = self.keys.iter().find_map(&mut try_key) {
+            return Some(result);
+        }
+        for source in &self.remote {
+            if let Some(result) = source.keys().iter().find_map(&mut try_key) {
+                return Some(result);
+            }
+        }
+        verdict
+    }
+
+    fn check(&self, token: &str, key: &VerifyingKey) -> Result<Claims, TokenError> {
+        let data =
+            decode::<Claims>(token, &key.key, &self.validation).map_err(|e| match e.kind() {
+                ErrorKind::InvalidSignature => TokenError::BadSignature,
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+                ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
+                ErrorKind::InvalidAudience => TokenError::WrongAudience,
+                ErrorKind::MissingRequiredClaim(_) => TokenError::MissingClaim,
+                _ => TokenError::Malformed,
+            })?;
+        if let Some(iat) = data.claims.get("iat") {
+            let iat = iat.as_f64().ok_or(TokenError::Malformed)?;
+            let now = jsonwebtoken::get_current_timestamp() + self.leeway;
+            if iat > now as f64 {
+                return Err(TokenError::IssuedInFuture);
+            }
+        }
+        Ok(data.claims)
+    }
+}

@@ -1,0 +1,15 @@
+//! api-gateway as a library: the modules the binary (`main.rs`) wires
+//! together, public so that benchmarks in `benches/` can measure them.
+
+pub mod access_log;
+pub mod auth;
+pub mod config;
+pub mod context;
+pub mod error;
+pub mod forwarded;
+pub mod jwt;
+pub mod path;
+pub mod plugin;
+pub mod proxy;
+pub mod routing;
+pub mod upstream;

@@ -1,0 +1,65 @@
+//! The shape every per-request feature plugs in with (auth now; CORS and
+//! rate limiting next): a request hook that lets the request go on or
+//! answers it, and hooks that adjust what goes upstream and what comes back.
+//!
+//! Each route gets its own chain, built once at startup from the route's
+//! `PluginConfig` list; a plugin keeps its state (keys, budgets) in its own
+//! struct, and what it learns about one request in the `RequestCtx`.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::Result;
+
+use crate::auth::{Auth, JwtAuth};
+use crate::config::PluginConfig;
+use crate::context::RequestCtx;
+use crate::error::Answer;
+
+pub enum Flow {
+    Continue,
+    /// Answer now; nothing reaches the upstream.
+    Respond(Answer),
+}
+
+#[async_trait]
+pub trait Plugin: Send + Sync {
+    /// Runs once the route is known, in chain order; the first `Respond`
+    /// ends the chain.
+    async fn request(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Flow;
+
+    /// Adjusts the request the upstream receives.
+    fn upstream_request(&self, _req: &mut RequestHeader, _ctx: &RequestCtx) -> Result<()> {
+        Ok(())
+    }
+
+    /// Adjusts every response: the upstream's and the gateway's own.
+    fn response(&self, _resp: &mut ResponseHeader, _ctx: &RequestCtx) -> Result<()> {
+        Ok(())
+    }
+}
+
+pub type Chain = Vec<Box<dyn Plugin>>;
+
+/// What plugins of different routes share: built once, handed to each.
+pub struct Shared {
+    pub jwt: Option<Arc<JwtAuth>>,
+}
+
+pub fn build_chain(configs: &[PluginConfig], shared: &Shared) -> Chain {
+    configs
+        .iter()
+        .map(|config| -> Box<dyn Plugin> {
+            match config {
+                PluginConfig::Auth(policy) => Box::new(Auth::new(
+                    shared
+                        .jwt
+                        .clone()
+                        .expect("config validation demands a jwt section for auth"),
+                    policy.clone(),
+                )),
+            }
+        })
+        .collect()
+}
