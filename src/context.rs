@@ -30,8 +30,8 @@ pub struct RequestCtx {
     pub instance: Option<Arc<InstanceUrl>>,
 }
 
-impl RequestCtx {
-    pub fn new() -> Self {
+impl Default for RequestCtx {
+    fn default() -> Self {
         RequestCtx {
             started: Instant::now(),
             request_id: String::new(),

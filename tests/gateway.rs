@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use futures_util::stream;
 use reqwest::{Client, Method, Response};
 use serde_json::Value;
+use support::jwt::{claims, mint, one};
 use support::*;
 
 fn client() -> Client {
@@ -701,15 +702,26 @@ async fn the_shipped_config_serves_the_four_services_from_the_environment() {
         ("PRODUCT_SERVICE_URL", &services[1].url()),
         ("ORDER_SERVICE_URL", &services[2].url()),
         ("NOTIFICATION_SERVICE_URL", &services[3].url()),
+        ("JWT_SECRET", "shipped-secret"),
     ];
     let gw = Gateway::start_with(&[], &env, &repo_path(""), port.parse().unwrap()).await;
+    let token = one(mint(
+        "HS256",
+        "shipped-secret",
+        claims("u", serde_json::json!({})),
+    ));
     for (path, service, seen) in [
         ("/users/me", "user-service", "/me"),
         ("/products", "product-service", "/"),
         ("/orders/7", "order-service", "/7"),
         ("/notify", "notification-service", "/"),
     ] {
-        let r = client().get(gw.url(path)).send().await.unwrap();
+        let r = client()
+            .get(gw.url(path))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(
             (header(&r, "x-upstream"), header(&r, "x-seen-uri")),
             (service, seen),
@@ -726,14 +738,24 @@ async fn a_dotenv_file_in_the_working_directory_is_loaded() {
     std::fs::write(
         dir.path().join(".env"),
         format!(
-            "# like dotenv\nPORT={port}\nUSER_SERVICE_URL={}\n",
+            "# like dotenv\nPORT={port}\nUSER_SERVICE_URL={}\nJWT_SECRET=from-dotenv\n",
             users.url()
         ),
     )
     .unwrap();
     let conf = repo_path("conf/gateway.yaml");
     let gw = Gateway::start_with(&["-c", conf.to_str().unwrap()], &[], dir.path(), port).await;
-    let r = client().get(gw.url("/users/me")).send().await.unwrap();
+    let token = one(mint(
+        "HS256",
+        "from-dotenv",
+        claims("u", serde_json::json!({})),
+    ));
+    let r = client()
+        .get(gw.url("/users/me"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(header(&r, "x-upstream"), "user-service");
     assert_eq!(users.hits(), 1);
 }

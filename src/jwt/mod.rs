@@ -58,52 +58,31 @@ impl TokenError {
 pub struct Verifier {
     keys: Vec<VerifyingKey>,
     remote: Vec<Arc<RemoteJwks>>,
-    validation: Validation,
+    /// One per key family: jsonwebtoken insists that every algorithm a
+    /// `Validation` allows belongs to the key's family.
+    validations: [(AlgorithmFamily, Validation); 4],
     leeway: u64,
 }
 
 impl Verifier {
     /// Takes the parsed keys out of `settings`.
     pub fn new(settings: &mut JwtSettings) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
         // Each key is pinned to its own algorithms before decode is called,
-        // so here every algorithm may pass.
-        validation.algorithms = [
-            AlgorithmFamily::Hmac,
-            AlgorithmFamily::Rsa,
-            AlgorithmFamily::Ec,
-            AlgorithmFamily::Ed,
-        ]
-        .iter()
-        .flat_map(|f| f.algorithms().iter().copied())
-        .collect();
-        validation.leeway = settings.leeway.as_secs();
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        let mut required = Vec::new();
-        if settings.require_exp {
-            required.push("exp");
-        }
-        if !settings.issuers.is_empty() {
-            validation.set_issuer(&settings.issuers);
-            required.push("iss");
-        }
-        if settings.audiences.is_empty() {
-            validation.validate_aud = false;
-        } else {
-            validation.set_audience(&settings.audiences);
-            required.push("aud");
-        }
-        validation.set_required_spec_claims(&required);
-
+        // so here its whole family may pass.
+        let validation = |family| (family, claim_checks(family, settings));
         Verifier {
+            validations: [
+                validation(AlgorithmFamily::Hmac),
+                validation(AlgorithmFamily::Rsa),
+                validation(AlgorithmFamily::Ec),
+                validation(AlgorithmFamily::Ed),
+            ],
             keys: std::mem::take(&mut settings.keys),
             remote: settings
                 .jwks_urls
                 .iter()
                 .map(|s| Arc::new(RemoteJwks::new(s.clone())))
                 .collect(),
-            validation,
             leeway: settings.leeway.as_secs(),
         }
     }
@@ -166,16 +145,21 @@ impl Verifier {
     }
 
     fn check(&self, token: &str, key: &VerifyingKey) -> Result<Claims, TokenError> {
-        let data =
-            decode::<Claims>(token, &key.key, &self.validation).map_err(|e| match e.kind() {
-                ErrorKind::InvalidSignature => TokenError::BadSignature,
-                ErrorKind::ExpiredSignature => TokenError::Expired,
-                ErrorKind::ImmatureSignature => TokenError::NotYetValid,
-                ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
-                ErrorKind::InvalidAudience => TokenError::WrongAudience,
-                ErrorKind::MissingRequiredClaim(_) => TokenError::MissingClaim,
-                _ => TokenError::Malformed,
-            })?;
+        let family = key.key.family();
+        let (_, validation) = self
+            .validations
+            .iter()
+            .find(|(f, _)| *f == family)
+            .expect("a validation per family");
+        let data = decode::<Claims>(token, &key.key, validation).map_err(|e| match e.kind() {
+            ErrorKind::InvalidSignature => TokenError::BadSignature,
+            ErrorKind::ExpiredSignature => TokenError::Expired,
+            ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+            ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
+            ErrorKind::InvalidAudience => TokenError::WrongAudience,
+            ErrorKind::MissingRequiredClaim(_) => TokenError::MissingClaim,
+            _ => TokenError::Malformed,
+        })?;
         if let Some(iat) = data.claims.get("iat") {
             let iat = iat.as_f64().ok_or(TokenError::Malformed)?;
             let now = jsonwebtoken::get_current_timestamp() + self.leeway;
@@ -185,4 +169,28 @@ impl Verifier {
         }
         Ok(data.claims)
     }
+}
+
+/// The registered-claim checks, the same for every key family.
+fn claim_checks(family: AlgorithmFamily, settings: &JwtSettings) -> Validation {
+    let mut validation = Validation::new_for_family(family);
+    validation.leeway = settings.leeway.as_secs();
+    validation.validate_exp = true;
+    validation.validate_nbf = true;
+    let mut required = Vec::new();
+    if settings.require_exp {
+        required.push("exp");
+    }
+    if !settings.issuers.is_empty() {
+        validation.set_issuer(&settings.issuers);
+        required.push("iss");
+    }
+    if settings.audiences.is_empty() {
+        validation.validate_aud = false;
+    } else {
+        validation.set_audience(&settings.audiences);
+        required.push("aud");
+    }
+    validation.set_required_spec_claims(&required);
+    validation
 }
