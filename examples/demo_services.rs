@@ -2,6 +2,8 @@
 //! product, order and notification services of the shop, on ports
 //! 3001-3004, answering plausible JSON. `scripts/demo.sh` starts them next to
 //! the gateway so `curl localhost:3000/users/me` works on a fresh machine.
+//! `POST /login` on the user service hands out an HS256 token signed with
+//! `JWT_SECRET`, as a real user service would.
 //!
 //!     cargo run --release --example demo_services [-- --host 0.0.0.0]
 
@@ -24,6 +26,7 @@ const SERVICES: [(&str, u16); 4] = [
 
 #[tokio::main]
 async fn main() {
+    let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
     let args: Vec<String> = std::env::args().collect();
     let host = match args.iter().position(|a| a == "--host") {
         Some(i) => args.get(i + 1).cloned().expect("--host needs an address"),
@@ -88,9 +91,10 @@ fn route(service: &str, method: &Method, path: &str, posted: Value) -> (u16, Val
 
         ("user-service", ["me"]) if get => (200, user(1)),
         ("user-service", []) if get => (200, json!({"users": [user(1), user(2)]})),
-        ("user-service", ["login"]) if post => {
-            (200, json!({"message": "Logged in", "user": user(1)}))
-        }
+        ("user-service", ["login"]) if post => match token_for(1) {
+            Some(token) => (200, json!({"message": "Logged in", "user": user(1), "token": token})),
+            None => (500, json!({"error": "JWT_SECRET is not set"})),
+        },
         ("user-service", ["register"]) if post => {
             (201, json!({"message": "Registered", "user": posted}))
         }
@@ -116,6 +120,22 @@ fn route(service: &str, method: &Method, path: &str, posted: Value) -> (u16, Val
 
         _ => (404, json!({"error": "Not found"})),
     }
+}
+
+/// An hour-long token for user `id`, signed with `JWT_SECRET`.
+fn token_for(id: u64) -> Option<String> {
+    let secret = std::env::var("JWT_SECRET").ok().filter(|s| !s.is_empty())?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
+    let claims = json!({"sub": id.to_string(), "role": "customer", "iat": now, "exp": now + 3600});
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .ok()
 }
 
 fn user(id: u64) -> Value {

@@ -2,8 +2,11 @@
 # The demo: four sample services (user, product, order, notification) on
 # 127.0.0.1:3001-3004 and the gateway in front of them on :${PORT:-3000}.
 # Ctrl-C stops both. Extra arguments go to api-gateway (e.g. -c my.yaml).
+# The services and the gateway share JWT_SECRET (a demo value unless set);
+# `POST /users/login` returns a token to call the protected routes with.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export JWT_SECRET="${JWT_SECRET:-demo-secret-not-for-production}"
 
 cargo build --release --bin api-gateway --example demo_services
 cargo run --quiet --release --example demo_services &
