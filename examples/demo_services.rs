@@ -92,7 +92,10 @@ fn route(service: &str, method: &Method, path: &str, posted: Value) -> (u16, Val
         ("user-service", ["me"]) if get => (200, user(1)),
         ("user-service", []) if get => (200, json!({"users": [user(1), user(2)]})),
         ("user-service", ["login"]) if post => match token_for(1) {
-            Some(token) => (200, json!({"message": "Logged in", "user": user(1), "token": token})),
+            Some(token) => (
+                200,
+                json!({"message": "Logged in", "user": user(1), "token": token}),
+            ),
             None => (500, json!({"error": "JWT_SECRET is not set"})),
         },
         ("user-service", ["register"]) if post => {

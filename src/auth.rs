@@ -136,6 +136,8 @@ impl Plugin for Auth {
     }
 }
 
+/// Preflight-shaped, whether or not an `Origin` came with it: a browser
+/// never attaches a token to one, so none is asked for.
 fn is_preflight(req: &RequestHeader) -> bool {
     req.method == Method::OPTIONS && req.headers.contains_key("access-control-request-method")
 }

@@ -12,6 +12,8 @@ pub enum Answer {
     Running,
     /// `GET /healthz`.
     Healthy,
+    /// An allowed CORS preflight: 204, headers added by the CORS plugin.
+    Preflight,
     Error(GatewayError),
 }
 

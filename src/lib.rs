@@ -5,6 +5,7 @@ pub mod access_log;
 pub mod auth;
 pub mod config;
 pub mod context;
+pub mod cors;
 pub mod error;
 pub mod forwarded;
 pub mod jwt;

@@ -101,8 +101,15 @@ fn main() -> ExitCode {
         .iter()
         .map(|route| plugin::build_chain(&route.plugins, &shared))
         .collect();
+    let default_chain = plugin::build_chain(&config.default_plugins, &shared);
 
-    let gateway = Gateway::new(&config, chains, upstreams, access_log.clone());
+    let gateway = Gateway::new(
+        &config,
+        chains,
+        default_chain,
+        upstreams,
+        access_log.clone(),
+    );
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "api-gateway");
     for address in &config.listeners {

@@ -1,5 +1,5 @@
-//! The shape every per-request feature plugs in with (auth now; CORS and
-//! rate limiting next): a request hook that lets the request go on or
+//! The shape every per-request feature plugs in with (CORS, auth; rate
+//! limiting next): a request hook that lets the request go on or
 //! answers it, and hooks that adjust what goes upstream and what comes back.
 //!
 //! Each route gets its own chain, built once at startup from the route's
@@ -15,6 +15,7 @@ use pingora::Result;
 use crate::auth::{Auth, JwtAuth};
 use crate::config::PluginConfig;
 use crate::context::RequestCtx;
+use crate::cors::Cors;
 use crate::error::Answer;
 
 pub enum Flow {
@@ -34,8 +35,14 @@ pub trait Plugin: Send + Sync {
         Ok(())
     }
 
-    /// Adjusts every response: the upstream's and the gateway's own.
-    fn response(&self, _resp: &mut ResponseHeader, _ctx: &RequestCtx) -> Result<()> {
+    /// Adjusts every response: the upstream's and the gateway's own, even
+    /// when the request hooks never ran (a malformed request).
+    fn response(
+        &self,
+        _req: &RequestHeader,
+        _resp: &mut ResponseHeader,
+        _ctx: &RequestCtx,
+    ) -> Result<()> {
         Ok(())
     }
 }
@@ -52,6 +59,7 @@ pub fn build_chain(configs: &[PluginConfig], shared: &Shared) -> Chain {
         .iter()
         .map(|config| -> Box<dyn Plugin> {
             match config {
+                PluginConfig::Cors(policy) => Box::new(Cors::new(policy.clone())),
                 PluginConfig::Auth(policy) => Box::new(Auth::new(
                     shared
                         .jwt

@@ -39,6 +39,8 @@ pub struct Gateway {
     routes: RouteTable,
     /// Each route's plugins, by route index.
     chains: Vec<Chain>,
+    /// For requests that match no route.
+    default_chain: Chain,
     upstreams: Vec<Upstream>,
     trusted_proxies: TrustedProxies,
     max_body_size: u64,
@@ -49,12 +51,14 @@ impl Gateway {
     pub fn new(
         config: &Config,
         chains: Vec<Chain>,
+        default_chain: Chain,
         upstreams: Vec<Upstream>,
         access_log: Arc<AccessLog>,
     ) -> Self {
         Gateway {
             routes: RouteTable::new(&config.routes),
             chains,
+            default_chain,
             upstreams,
             trusted_proxies: TrustedProxies::new(config.trusted_proxies.clone()),
             max_body_size: config.max_body_size,
@@ -65,7 +69,7 @@ impl Gateway {
 
 impl Gateway {
     fn chain(&self, ctx: &RequestCtx) -> &[Box<dyn Plugin>] {
-        ctx.route.map_or(&[], |i| &self.chains[i])
+        ctx.route.map_or(&self.default_chain, |i| &self.chains[i])
     }
 
     fn upstream_of(&self, ctx: &RequestCtx) -> Option<&Upstream> {
@@ -74,7 +78,9 @@ impl Gateway {
     }
 
     /// Fills the context from the request head; `Err` is the answer to give
-    /// instead of proxying.
+    /// instead of proxying. A request without a route is admitted with
+    /// `ctx.route` unset: it gets its 404 after the plugins (a CORS
+    /// preflight to any path is still answered).
     fn admit(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Result<(), Answer> {
         ctx.request_id = forwarded::request_id(req.headers.get(REQUEST_ID).map(|v| v.as_bytes()));
         if let Some(peer) = ctx.peer {
@@ -97,10 +103,9 @@ impl Gateway {
         }
 
         let host = ctx.client_host.as_deref().map(strip_port);
-        let index = self
-            .routes
-            .find(host, path)
-            .ok_or(Answer::Error(GatewayError::NotFound))?;
+        let Some(index) = self.routes.find(host, path) else {
+            return Ok(());
+        };
         ctx.route = Some(index);
 
         if let Some(length) = header_str(req, "content-length") {
@@ -123,26 +128,35 @@ impl Gateway {
 
     /// Writes one of the gateway's own answers; the only place that does.
     async fn answer(&self, session: &mut Session, ctx: &RequestCtx, answer: Answer) -> Result<u16> {
-        let (status, content_type, body) = match &answer {
+        let (status, content) = match &answer {
             Answer::Running => (
                 200,
-                "text/plain; charset=utf-8",
-                Bytes::from_static(b"API Gateway is running"),
+                Some((
+                    "text/plain; charset=utf-8",
+                    Bytes::from_static(b"API Gateway is running"),
+                )),
             ),
             Answer::Healthy => (
                 200,
-                "application/json",
-                Bytes::from_static(b"{\"status\":\"ok\"}"),
+                Some((
+                    "application/json",
+                    Bytes::from_static(b"{\"status\":\"ok\"}"),
+                )),
             ),
+            Answer::Preflight => (204, None),
             Answer::Error(e) => (
                 e.status(),
-                "application/json",
-                Bytes::from(e.json_body(&ctx.request_id)),
+                Some((
+                    "application/json",
+                    Bytes::from(e.json_body(&ctx.request_id)),
+                )),
             ),
         };
         let mut header = ResponseHeader::build(status, Some(8))?;
-        header.insert_header("content-type", content_type)?;
-        header.insert_header("content-length", body.len())?;
+        if let Some((content_type, body)) = &content {
+            header.insert_header("content-type", *content_type)?;
+            header.insert_header("content-length", body.len())?;
+        }
         header.insert_header(REQUEST_ID, &ctx.request_id)?;
         if let Some(challenge) = match &answer {
             Answer::Error(e) => e.www_authenticate(),
@@ -151,14 +165,16 @@ impl Gateway {
             header.insert_header("www-authenticate", challenge)?;
         }
         for plugin in self.chain(ctx) {
-            plugin.response(&mut header, ctx)?;
+            plugin.response(session.req_header(), &mut header, ctx)?;
         }
-        let head_only = session.req_header().method == "HEAD";
+        let body = content
+            .map(|(_, body)| body)
+            .filter(|_| session.req_header().method != "HEAD");
         session
-            .write_response_header(Box::new(header), head_only)
+            .write_response_header(Box::new(header), body.is_none())
             .await?;
-        if !head_only {
-            session.write_response_body(Some(body), true).await?;
+        if body.is_some() {
+            session.write_response_body(body, true).await?;
         }
         Ok(status)
     }
@@ -205,6 +221,11 @@ impl ProxyHttp for Gateway {
                 self.answer(session, ctx, answer).await?;
                 return Ok(true);
             }
+        }
+        if ctx.route.is_none() {
+            self.answer(session, ctx, Answer::Error(GatewayError::NotFound))
+                .await?;
+            return Ok(true);
         }
         Ok(false)
     }
@@ -317,13 +338,13 @@ impl ProxyHttp for Gateway {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         upstream_response.insert_header(REQUEST_ID, &ctx.request_id)?;
         for plugin in self.chain(ctx) {
-            plugin.response(upstream_response, ctx)?;
+            plugin.response(session.req_header(), upstream_response, ctx)?;
         }
         Ok(())
     }

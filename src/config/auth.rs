@@ -418,7 +418,9 @@ upstreams:
         let jwt = c.jwt.unwrap();
         assert_eq!(jwt.keys[0].algorithms, [Algorithm::HS256]);
         assert_eq!(jwt.leeway, Duration::from_secs(30));
-        let PluginConfig::Auth(auth) = &c.routes[0].plugins[0];
+        let Some(PluginConfig::Auth(auth)) = c.routes[0].plugins.first() else {
+            panic!("no auth plugin");
+        };
         assert_eq!(auth.rule.mode, AuthMode::Required);
         assert_eq!(auth.rule.require.scopes, ["a"]);
         assert_eq!(auth.overrides[0].methods, [Method::POST]);

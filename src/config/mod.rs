@@ -7,6 +7,7 @@
 //! never looks anything up by string.
 
 mod auth;
+mod cors;
 mod expand;
 mod raw;
 mod units;
@@ -26,6 +27,7 @@ pub use auth::{
     AuthMode, AuthOverride, AuthRule, ClaimHeader, JwksUrlSettings, JwtSettings, PathMatch,
     Requirements, RouteAuth,
 };
+pub use cors::{AllowHeaders, CorsSettings, OriginPattern, Origins};
 pub use raw::{
     LogFormat, RawHealthCheck as HealthCheckSettings, RawServer as ServerSettings,
     RawTimeouts as Timeouts,
@@ -45,6 +47,8 @@ pub struct Config {
     pub jwt: Option<JwtSettings>,
     pub upstreams: Vec<UpstreamSettings>,
     pub routes: Vec<RouteSettings>,
+    /// The plugins for requests that match no route (CORS on their 404s).
+    pub default_plugins: Vec<PluginConfig>,
     /// Usable but probably unintended settings, for the startup log.
     pub warnings: Vec<String>,
 }
@@ -96,6 +100,9 @@ pub struct RouteSettings {
 
 #[derive(Debug, Clone)]
 pub enum PluginConfig {
+    /// First, so that preflights are answered before anything else and
+    /// every later answer gets the CORS headers.
+    Cors(CorsSettings),
     /// On every route once a `jwt:` section exists, even with `auth: off`:
     /// it also removes client-sent copies of the claim headers.
     Auth(RouteAuth),
@@ -247,6 +254,11 @@ fn validate(raw: RawConfig) -> Result<Config, Problem> {
         .map(|jwt| auth::validate_jwt(jwt, &mut warnings))
         .transpose()?;
 
+    let cors = match raw.cors {
+        Some(section) => cors::validate_cors("cors", section)?,
+        None => None,
+    };
+
     let upstreams = raw
         .upstreams
         .into_iter()
@@ -259,7 +271,7 @@ fn validate(raw: RawConfig) -> Result<Config, Problem> {
         .into_iter()
         .enumerate()
         .map(|(i, route)| {
-            let route = validate_route(i, route, &upstreams, jwt.is_some())?;
+            let route = validate_route(i, route, &upstreams, jwt.is_some(), cors.as_ref())?;
             if !seen.insert((route.host.clone(), route.prefix.clone())) {
                 return Err(problem(
                     format!("routes[{i}].prefix"),
@@ -282,6 +294,7 @@ fn validate(raw: RawConfig) -> Result<Config, Problem> {
         jwt,
         upstreams,
         routes,
+        default_plugins: cors.into_iter().map(PluginConfig::Cors).collect(),
         warnings,
     })
 }
@@ -397,6 +410,7 @@ fn validate_route(
     mut route: RawRoute,
     upstreams: &[UpstreamSettings],
     has_jwt: bool,
+    global_cors: Option<&CorsSettings>,
 ) -> Result<RouteSettings, Problem> {
     let key = format!("routes[{i}]");
     let prefix = &route.prefix;
@@ -460,8 +474,12 @@ fn validate_route(
         None => None,
     };
 
+    let cors = match route.cors.take() {
+        Some(section) => cors::validate_cors(&format!("{key}.cors"), section)?,
+        None => global_cors.cloned(),
+    };
     let auth = auth::validate_route_auth(i, &mut route, has_jwt)?;
-    let mut plugins = Vec::new();
+    let mut plugins: Vec<PluginConfig> = cors.into_iter().map(PluginConfig::Cors).collect();
     if has_jwt {
         plugins.push(PluginConfig::Auth(auth));
     }

@@ -26,6 +26,9 @@ pub struct RawConfig {
     #[serde(default)]
     pub access_log: RawAccessLog,
     pub jwt: Option<RawJwt>,
+    /// For every route that does not have its own, and for requests that
+    /// match no route.
+    pub cors: Option<RawCors>,
     pub upstreams: BTreeMap<String, RawUpstream>,
     pub routes: Vec<RawRoute>,
 }
@@ -186,6 +189,8 @@ pub struct RawRoute {
     pub auth: AuthMode,
     #[serde(default)]
     pub require: RawRequire,
+    /// Replaces the global `cors` for this route.
+    pub cors: Option<RawCors>,
     /// Per method and path inside the route; the first match replaces the
     /// route's `auth` and `require`.
     #[serde(default)]
@@ -228,6 +233,39 @@ pub struct RawAuthOverride {
     pub auth: AuthMode,
     #[serde(default)]
     pub require: RawRequire,
+}
+
+/// Cross-origin access, as the `cors` Express middleware does it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCors {
+    /// `false` turns CORS handling off (on a route, under a global policy).
+    pub enabled: bool,
+    /// Exact origins, `*`, `https://*.shop.example`, or `null`.
+    pub allow_origins: Vec<String>,
+    pub allow_methods: Vec<String>,
+    /// `["*"]`: allow whatever the preflight asks for.
+    pub allow_headers: Vec<String>,
+    pub expose_headers: Vec<String>,
+    pub allow_credentials: bool,
+    #[serde(with = "duration::option")]
+    pub max_age: Option<Duration>,
+}
+
+impl Default for RawCors {
+    fn default() -> Self {
+        RawCors {
+            enabled: true,
+            allow_origins: vec!["*".into()],
+            allow_methods: ["GET", "HEAD", "PUT", "PATCH", "POST", "DELETE"]
+                .map(String::from)
+                .to_vec(),
+            allow_headers: vec!["*".into()],
+            expose_headers: Vec::new(),
+            allow_credentials: false,
+            max_age: None,
+        }
+    }
 }
 
 /// Token verification, shared by every route whose `auth` is not `off`.

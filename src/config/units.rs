@@ -15,6 +15,17 @@ pub mod duration {
         let text = String::deserialize(d)?;
         parse_duration(&text).map_err(serde::de::Error::custom)
     }
+
+    /// `#[serde(with = "duration::option")]` for `Option<Duration>` fields.
+    pub mod option {
+        use super::*;
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            Option::<String>::deserialize(d)?
+                .map(|text| parse_duration(&text).map_err(serde::de::Error::custom))
+                .transpose()
+        }
+    }
 }
 
 pub fn parse_duration(text: &str) -> Result<Duration, String> {

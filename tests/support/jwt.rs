@@ -161,11 +161,13 @@ pub fn jwks(keys: &[(&str, &str, &str)]) -> String {
 
 struct Served {
     status: u16,
+    content_type: &'static str,
     body: String,
 }
 
 /// Serves one document at every path and counts requests; the document and
-/// status can change mid-test, and `stop` makes later connects fail.
+/// status can change mid-test, and `stop` makes later connects fail. A JWKS
+/// by default; `serve` for any document (a web page for the browser tests).
 pub struct JwksServer {
     addr: SocketAddr,
     served: Arc<Mutex<Served>>,
@@ -179,10 +181,15 @@ impl JwksServer {
     }
 
     pub async fn start_on(port: u16, body: &str) -> JwksServer {
-        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        JwksServer::serve("127.0.0.1", port, "application/json", body).await
+    }
+
+    pub async fn serve(ip: &str, port: u16, content_type: &'static str, body: &str) -> JwksServer {
+        let listener = TcpListener::bind((ip, port)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let served = Arc::new(Mutex::new(Served {
             status: 200,
+            content_type,
             body: body.to_string(),
         }));
         let hits = Arc::new(AtomicUsize::new(0));
@@ -201,7 +208,7 @@ impl JwksServer {
                         let s = served.lock().unwrap();
                         let response = Response::builder()
                             .status(s.status)
-                            .header("content-type", "application/json")
+                            .header("content-type", s.content_type)
                             .body(Full::new(Bytes::from(s.body.clone())))
                             .unwrap();
                         async move { Ok::<_, Infallible>(response) }
@@ -222,6 +229,11 @@ impl JwksServer {
 
     pub fn url(&self) -> String {
         format!("http://{}/jwks.json", self.addr)
+    }
+
+    /// `http://ip:port`, the origin of the pages it serves.
+    pub fn origin(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
     pub fn hits(&self) -> usize {

@@ -171,6 +171,14 @@ async fn handle(
                 .get("content-type")
                 .cloned()
                 .unwrap_or_else(|| "application/octet-stream".parse().unwrap());
+            // `x-reply-header: name: value` asks for that header in the
+            // response, like a service that sets its own (e.g. CORS ones).
+            let mut response = response;
+            for ask in req.headers().get_all("x-reply-header") {
+                if let Some((name, value)) = ask.to_str().unwrap_or("").split_once(':') {
+                    response = response.header(name.trim(), value.trim());
+                }
+            }
             let response = response
                 .header("x-seen-method", req.method().as_str())
                 .header("x-seen-uri", req.uri().to_string())
