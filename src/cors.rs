@@ -187,6 +187,120 @@ fn origin_matches(pattern: &OriginPattern, origin: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    fn policy(origins: Origins, credentials: bool) -> Cors {
+        Cors::new(CorsSettings {
+            origins,
+            allow_null: false,
+            methods: vec![Method::GET, Method::POST],
+            methods_header: HeaderValue::from_static("GET, POST"),
+            headers: AllowHeaders::Reflect,
+            expose_header: Some(HeaderValue::from_static("X-Request-Id")),
+            credentials,
+            max_age: Some(HeaderValue::from(Duration::from_secs(600).as_secs())),
+        })
+    }
+
+    fn request(method: &str, headers: &[(&str, &str)]) -> RequestHeader {
+        let mut req = RequestHeader::build(method, b"/x", None).unwrap();
+        for (name, value) in headers {
+            req.insert_header(name.to_string(), *value).unwrap();
+        }
+        req
+    }
+
+    /// The response headers the plugin leaves on a 200 from a service that
+    /// set its own `Access-Control-Allow-Origin: *`.
+    fn answer(cors: &Cors, req: &RequestHeader) -> Vec<(String, String)> {
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        resp.insert_header("access-control-allow-origin", "*")
+            .unwrap();
+        cors.response(req, &mut resp, &RequestCtx::default())
+            .unwrap();
+        let mut headers: Vec<(String, String)> = resp
+            .headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_string()))
+            .collect();
+        headers.sort();
+        headers
+    }
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn listed_origins_are_echoed_with_vary_and_credentials() {
+        let cors = policy(
+            Origins::Listed(vec![OriginPattern::Exact("https://shop.example".into())]),
+            true,
+        );
+        let req = request("GET", &[("origin", "https://shop.example")]);
+        assert_eq!(
+            answer(&cors, &req),
+            pairs(&[
+                ("access-control-allow-credentials", "true"),
+                ("access-control-allow-origin", "https://shop.example"),
+                ("access-control-expose-headers", "X-Request-Id"),
+                ("vary", "Origin"),
+            ])
+        );
+        let stranger = request("GET", &[("origin", "https://evil.example")]);
+        assert_eq!(answer(&cors, &stranger), pairs(&[("vary", "Origin")]));
+        assert_eq!(
+            answer(&cors, &request("GET", &[])),
+            pairs(&[("vary", "Origin")])
+        );
+    }
+
+    #[test]
+    fn any_origin_is_a_star_without_vary_but_not_for_null() {
+        let cors = policy(Origins::Any, false);
+        let req = request("GET", &[("origin", "https://anyone.example")]);
+        assert_eq!(
+            answer(&cors, &req),
+            pairs(&[
+                ("access-control-allow-origin", "*"),
+                ("access-control-expose-headers", "X-Request-Id"),
+            ])
+        );
+        assert_eq!(answer(&cors, &request("GET", &[("origin", "null")])), []);
+    }
+
+    #[test]
+    fn preflights_get_methods_reflected_headers_and_max_age_only_when_allowed() {
+        let cors = policy(Origins::Any, false);
+        let asked = |method: &str| {
+            request(
+                "OPTIONS",
+                &[
+                    ("origin", "https://shop.example"),
+                    ("access-control-request-method", method),
+                    ("access-control-request-headers", "authorization"),
+                ],
+            )
+        };
+        assert!(is_preflight(&asked("POST")));
+        assert_eq!(
+            answer(&cors, &asked("POST")),
+            pairs(&[
+                ("access-control-allow-headers", "authorization"),
+                ("access-control-allow-methods", "GET, POST"),
+                ("access-control-allow-origin", "*"),
+                ("access-control-max-age", "600"),
+                ("vary", "Access-Control-Request-Headers"),
+            ])
+        );
+        assert_eq!(answer(&cors, &asked("DELETE")), []);
+        assert!(!is_preflight(&request(
+            "OPTIONS",
+            &[("origin", "https://a.example")]
+        )));
+    }
 
     fn sub(scheme: &str, suffix: &str, port: Option<u16>) -> OriginPattern {
         OriginPattern::Subdomains {
