@@ -22,7 +22,7 @@ pub struct RequestCtx {
     /// Normalized, rewritten path plus the untouched query.
     pub upstream_uri: String,
     /// The verified token's claims, when the route's auth checked one.
-    pub claims: Option<Claims>,
+    pub claims: Option<Arc<Claims>>,
     pub body_bytes: u64,
     pub attempts: u8,
     pub upstream_addr: Option<SocketAddr>,

@@ -28,6 +28,8 @@ pub struct JwtSettings {
     pub cookie: Option<String>,
     pub forward_authorization: bool,
     pub claim_headers: Vec<ClaimHeader>,
+    pub cache_size: usize,
+    pub cache_ttl: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -115,6 +117,12 @@ pub(super) fn validate_jwt(
         warnings.push("jwt: no usable key: every token is refused".into());
     }
 
+    if raw.cache_size > 0 && raw.cache_ttl.is_zero() {
+        return Err(problem(
+            "jwt.cache_ttl",
+            "must be more than zero (or set cache_size: 0)",
+        ));
+    }
     if raw.leeway > Duration::from_secs(300) {
         return Err(problem("jwt.leeway", "at most 5m"));
     }
@@ -161,6 +169,8 @@ pub(super) fn validate_jwt(
         cookie: raw.cookie,
         forward_authorization: raw.forward_authorization,
         claim_headers,
+        cache_size: raw.cache_size,
+        cache_ttl: raw.cache_ttl,
     })
 }
 

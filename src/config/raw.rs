@@ -292,6 +292,20 @@ pub struct RawJwt {
     /// Claim name to request header, e.g. `sub: X-User-Id`.
     #[serde(default)]
     pub claim_headers: BTreeMap<String, String>,
+    /// Verified tokens remembered (0: none), each until its `exp` or for
+    /// `cache_ttl`, whichever is first.
+    #[serde(default = "default_cache_size")]
+    pub cache_size: usize,
+    #[serde(default = "default_cache_ttl", with = "duration")]
+    pub cache_ttl: Duration,
+}
+
+fn default_cache_size() -> usize {
+    10_000
+}
+
+fn default_cache_ttl() -> Duration {
+    Duration::from_secs(60)
 }
 
 fn default_leeway() -> Duration {

@@ -8,6 +8,7 @@
 //! would pass a token that simply leaves them out), and `iat` in the future
 //! is refused.
 
+pub mod cache;
 pub mod jwks;
 pub mod keys;
 
@@ -18,6 +19,7 @@ use jsonwebtoken::{decode, decode_header, Algorithm, AlgorithmFamily, Validation
 use serde_json::Value;
 
 use crate::config::JwtSettings;
+use cache::TokenCache;
 use jwks::RemoteJwks;
 use keys::VerifyingKey;
 
@@ -62,6 +64,7 @@ pub struct Verifier {
     /// `Validation` allows belongs to the key's family.
     validations: [(AlgorithmFamily, Validation); 4],
     leeway: u64,
+    cache: Option<TokenCache>,
 }
 
 impl Verifier {
@@ -84,6 +87,7 @@ impl Verifier {
                 .map(|s| Arc::new(RemoteJwks::new(s.clone())))
                 .collect(),
             leeway: settings.leeway.as_secs(),
+            cache: TokenCache::new(settings.cache_size, settings.cache_ttl),
         }
     }
 
@@ -92,7 +96,19 @@ impl Verifier {
         &self.remote
     }
 
-    pub async fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+    pub async fn verify(&self, token: &str) -> Result<Arc<Claims>, TokenError> {
+        let now = jsonwebtoken::get_current_timestamp();
+        if let Some(claims) = self.cache.as_ref().and_then(|c| c.get(token, now)) {
+            return Ok(claims);
+        }
+        let claims = Arc::new(self.verify_uncached(token).await?);
+        if let Some(cache) = &self.cache {
+            cache.put(token, claims.clone(), now);
+        }
+        Ok(claims)
+    }
+
+    async fn verify_uncached(&self, token: &str) -> Result<Claims, TokenError> {
         let header = decode_header(token).map_err(|_| TokenError::Malformed)?;
         let kid = header.kid.as_deref();
         if let Some(result) = self.try_keys(token, header.alg, kid) {

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# What JWT verification costs under load: one gateway (1 worker thread,
+# pinned to CPU 0) with three routes to the same NGINX upstream: no auth,
+# HS256 required, RS256 (2048-bit) required, each driven by wrk over 64
+# keep-alive connections (pinned to CPU 1) with the same valid token on
+# every request. Everything on 127.0.0.1, 10 s per route after a 3 s
+# warm-up, passes interleaved. Prints requests/s and the gateway's CPU µs
+# per request, and each route's cost relative to no auth in the same pass.
+#
+#   apt-get install -y wrk nginx-light && pip install pyjwt cryptography
+#   bash benches/jwt_load.sh [passes]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+passes="${1:-2}"
+cargo build --release --quiet --bin api-gateway
+bin="${CARGO_TARGET_DIR:-target}/release/api-gateway"
+work="$(mktemp -d)"
+upstream_port=18081 gateway_port=18080
+secret="load-test-secret-0123456789abcdef"
+
+cat > "$work/nginx.conf" <<CONF
+worker_processes 1; pid $work/nginx.pid; error_log $work/nginx-error.log;
+events { worker_connections 1024; }
+http { access_log off;
+  server { listen 127.0.0.1:$upstream_port; keepalive_requests 1000000;
+    location / { default_type application/json; return 200 '{"id":1,"name":"Ada"}'; } } }
+CONF
+taskset -c 1 nginx -c "$work/nginx.conf"
+gateway_pid=""
+trap 'kill "$(cat "$work/nginx.pid")" $gateway_pid 2>/dev/null || true; rm -rf "$work"' EXIT
+
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$work/rs.key" 2>/dev/null
+openssl pkey -in "$work/rs.key" -pubout -out "$work/rs.pem"
+mint() { # $1 = alg, $2 = key
+    python3 -c 'import jwt, sys, time
+print(jwt.encode({"sub": "u-1", "iat": int(time.time()), "exp": int(time.time()) + 3600}, sys.argv[2], algorithm=sys.argv[1]))' "$1" "$2"
+}
+hs_token=$(mint HS256 "$secret")
+rs_token=$(mint RS256 "$(cat "$work/rs.key")")
+
+cat > "$work/gw.yaml" <<CONF
+server: {threads: 1, pid_file: $work/gw.pid, upgrade_sock: $work/gw.sock}
+listeners: [{address: "127.0.0.1:$gateway_port"}]
+access_log: {format: off}
+jwt:
+  keys:
+    - {secret: "$secret", algorithms: [HS256]}
+    - {public_key_file: "$work/rs.pem", algorithms: [RS256]}
+  claim_headers: {sub: X-User-Id}
+upstreams: {svc: {instances: ["http://127.0.0.1:$upstream_port"]}}
+routes:
+  - {prefix: /open, upstream: svc}
+  - {prefix: /hs, upstream: svc, auth: required}
+  - {prefix: /rs, upstream: svc, auth: required}
+CONF
+taskset -c 0 "$bin" -c "$work/gw.yaml" >/dev/null 2>&1 &
+gateway_pid=$!
+for _ in $(seq 200); do curl -sf -o /dev/null "127.0.0.1:$gateway_port/" && break; sleep 0.05; done
+for check in "hs $hs_token" "rs $rs_token"; do
+    set -- $check
+    status=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $2" "127.0.0.1:$gateway_port/$1/me")
+    [ "$status" = 200 ] || { echo "/$1 answered $status, not 200" >&2; exit 1; }
+done
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$gateway_pid/stat"; }
+
+# Prints "rps cpu_us_per_request" for one route and token.
+measure() {
+    local url="http://127.0.0.1:$gateway_port/$1/me" auth="Authorization: Bearer $2"
+    taskset -c 1 wrk -t1 -c64 -d3s -H "$auth" "$url" >/dev/null
+    local before out after requests rps non2xx
+    before=$(cpu_ticks)
+    out=$(taskset -c 1 wrk -t1 -c64 -d10s -H "$auth" "$url")
+    after=$(cpu_ticks)
+    non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
+    [ -z "$non2xx" ] || { echo "/$1: $non2xx non-2xx responses" >&2; exit 1; }
+    requests=$(awk '/requests in/ {print $1}' <<<"$out")
+    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    echo "$rps $(awk -v t=$((after - before)) -v n="$requests" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.1f", t * 1e6 / hz / n}')"
+}
+
+echo "| pass | route | requests/s | CPU µs/request | vs no auth |"
+echo "|---|---|---|---|---|"
+for pass in $(seq "$passes"); do
+    read -r rps_open cpu_open < <(measure open "$hs_token")
+    echo "| $pass | no auth | $rps_open | $cpu_open | 1.00 |"
+    for route in "hs $hs_token HS256" "rs $rs_token RS256"; do
+        set -- $route
+        read -r rps cpu < <(measure "$1" "$2")
+        echo "| $pass | $3 | $rps | $cpu | $(awk -v a="$cpu" -v b="$cpu_open" 'BEGIN {printf "%.2f", a / b}') |"
+    done
+done
