@@ -6,25 +6,13 @@
 mod support;
 
 use std::process::Command;
-use std::time::Duration;
 
-use reqwest::{Client, Response};
+use reqwest::Response;
 use serde_json::json;
 use support::jwt::*;
 use support::*;
 
 const SECRET: &str = "cors-test-secret-0123456789abcdef";
-
-fn client() -> Client {
-    Client::builder()
-        .timeout(Duration::from_secs(15))
-        .build()
-        .unwrap()
-}
-
-fn header<'a>(r: &'a Response, name: &str) -> &'a str {
-    r.headers().get(name).map_or("", |v| v.to_str().unwrap())
-}
 
 fn all(r: &Response, name: &str) -> Vec<String> {
     r.headers()

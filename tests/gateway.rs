@@ -8,17 +8,10 @@ mod support;
 use std::time::{Duration, Instant};
 
 use futures_util::stream;
-use reqwest::{Client, Method, Response};
+use reqwest::{Method, Response};
 use serde_json::Value;
 use support::jwt::{claims, mint, one};
 use support::*;
-
-fn client() -> Client {
-    Client::builder()
-        .timeout(Duration::from_secs(15))
-        .build()
-        .unwrap()
-}
 
 /// One upstream service behind `/users`, plus `/products`.
 fn two_routes(users: &Upstream, products: &Upstream, extra: &str) -> String {
@@ -41,10 +34,6 @@ async fn standard() -> (Upstream, Upstream, Gateway) {
     let products = Upstream::start("product-service").await;
     let gateway = Gateway::start(&two_routes(&users, &products, "")).await;
     (users, products, gateway)
-}
-
-fn header<'a>(r: &'a Response, name: &str) -> &'a str {
-    r.headers().get(name).map_or("", |v| v.to_str().unwrap())
 }
 
 async fn json_of(r: Response) -> Value {

@@ -6,24 +6,13 @@ mod support;
 
 use std::time::Duration;
 
-use reqwest::{Client, Response, StatusCode};
+use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
 use support::jwt::*;
 use support::*;
 
 const SECRET: &str = "a-test-secret-of-reasonable-length";
 const CHALLENGE: &str = r#"Bearer realm="api-gateway", error="invalid_token""#;
-
-fn client() -> Client {
-    Client::builder()
-        .timeout(Duration::from_secs(15))
-        .build()
-        .unwrap()
-}
-
-fn header<'a>(r: &'a Response, name: &str) -> &'a str {
-    r.headers().get(name).map_or("", |v| v.to_str().unwrap())
-}
 
 /// What the echo upstream saw: the x-seen-headers JSON.
 fn seen(r: &Response) -> Value {

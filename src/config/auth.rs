@@ -9,7 +9,7 @@ use http::{HeaderName, Method};
 use jsonwebtoken::Algorithm;
 
 use super::raw::{RawAuthOverride, RawJwt, RawJwtKey, RawRequire, RawRoute};
-use super::{problem, Problem};
+use super::{parse_methods, problem, Problem};
 use crate::jwt::keys::{parse_jwks, VerifyingKey};
 use crate::path;
 
@@ -335,23 +335,7 @@ fn validate_override(
     route_prefix: &str,
     has_jwt: bool,
 ) -> Result<AuthOverride, Problem> {
-    let methods = raw
-        .methods
-        .iter()
-        .enumerate()
-        .map(|(k, m)| {
-            let valid = !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase());
-            valid
-                .then(|| Method::from_bytes(m.as_bytes()).ok())
-                .flatten()
-                .ok_or_else(|| {
-                    problem(
-                        format!("{at}.methods[{k}]"),
-                        format!("`{m}` is not an HTTP method in upper case (e.g. POST)"),
-                    )
-                })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let methods = parse_methods(&format!("{at}.methods"), &raw.methods)?;
 
     let (key, path) = match (raw.path, raw.prefix) {
         (Some(p), None) => ("path", PathMatch::Exact(p)),
@@ -386,6 +370,7 @@ fn validate_override(
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::{env, error_of};
     use super::super::{parse, Config, PluginConfig};
     use super::*;
 
@@ -399,22 +384,8 @@ upstreams:
         format!("{BASE}{jwt}routes:\n  - {{prefix: /users, upstream: users, {route}}}\n")
     }
 
-    fn env(name: &str) -> Option<String> {
-        match name {
-            "JWT_SECRET" => Some("s3cret".into()),
-            _ => None,
-        }
-    }
-
     fn ok(yaml: &str) -> Config {
         parse(yaml, &env).unwrap_or_else(|e| panic!("{e:?} for\n{yaml}"))
-    }
-
-    fn error_of(yaml: &str) -> String {
-        match parse(yaml, &env) {
-            Ok(_) => panic!("expected an error for:\n{yaml}"),
-            Err((key, reason)) => format!("{}: {reason}", key.unwrap_or_default()),
-        }
     }
 
     const JWT: &str = "jwt: {keys: [{secret: '${JWT_SECRET}'}]}\n";

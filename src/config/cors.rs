@@ -8,7 +8,7 @@ use std::time::Duration;
 use http::{HeaderValue, Method};
 
 use super::raw::RawCors;
-use super::{problem, Problem};
+use super::{parse_methods, problem, Problem};
 
 #[derive(Debug, Clone)]
 pub struct CorsSettings {
@@ -83,23 +83,7 @@ pub(super) fn validate_cors(at: &str, raw: RawCors) -> Result<Option<CorsSetting
         ));
     }
 
-    let methods = raw
-        .allow_methods
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            let valid = !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase());
-            valid
-                .then(|| Method::from_bytes(m.as_bytes()).ok())
-                .flatten()
-                .ok_or_else(|| {
-                    problem(
-                        format!("{at}.allow_methods[{i}]"),
-                        format!("`{m}` is not an HTTP method in upper case (e.g. POST)"),
-                    )
-                })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let methods = parse_methods(&format!("{at}.allow_methods"), &raw.allow_methods)?;
 
     let headers = if raw.allow_headers == ["*"] {
         AllowHeaders::Reflect

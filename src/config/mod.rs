@@ -493,6 +493,26 @@ fn validate_route(
     })
 }
 
+/// HTTP methods as written in the YAML: upper case, as they are matched.
+fn parse_methods(at: &str, names: &[String]) -> Result<Vec<http::Method>, Problem> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let valid = !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase());
+            valid
+                .then(|| http::Method::from_bytes(m.as_bytes()).ok())
+                .flatten()
+                .ok_or_else(|| {
+                    problem(
+                        format!("{at}[{i}]"),
+                        format!("`{m}` is not an HTTP method in upper case (e.g. POST)"),
+                    )
+                })
+        })
+        .collect()
+}
+
 /// A host name, or `*.example.com` for any subdomain of it.
 fn validate_host(host: &str) -> Result<String, String> {
     let name = host.strip_prefix("*.").unwrap_or(host);
@@ -521,11 +541,17 @@ routes:
   - {prefix: /users, upstream: users}
 ";
 
-    fn env(name: &str) -> Option<String> {
-        (name == "USER_SERVICE_URL").then(|| "http://user-service:3001".to_string())
+    /// The environment every config test runs with.
+    pub(super) fn env(name: &str) -> Option<String> {
+        match name {
+            "USER_SERVICE_URL" => Some("http://user-service:3001".into()),
+            "JWT_SECRET" => Some("s3cret".into()),
+            _ => None,
+        }
     }
 
-    fn error_of(yaml: &str) -> String {
+    /// `key: reason` of the error `yaml` must cause.
+    pub(super) fn error_of(yaml: &str) -> String {
         match parse(yaml, &env) {
             Ok(_) => panic!("expected an error for:\n{yaml}"),
             Err((key, reason)) => format!("{}: {reason}", key.unwrap_or_default()),

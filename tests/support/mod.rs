@@ -209,6 +209,19 @@ fn full(bytes: Bytes) -> Body {
     BodyExt::boxed(Full::new(bytes))
 }
 
+/// An HTTP client whose requests cannot hang a test.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap()
+}
+
+/// A response header's value, `""` when absent.
+pub fn header<'a>(r: &'a reqwest::Response, name: &str) -> &'a str {
+    r.headers().get(name).map_or("", |v| v.to_str().unwrap())
+}
+
 /// A port nothing listens on, for the gateway (or a dead instance) to use.
 /// Not `bind(:0)`: that hands out an ephemeral port, which the kernel may
 /// give to another test's client socket before the gateway binds it. These
