@@ -668,19 +668,6 @@ async fn config_check_names_file_key_and_reason() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("routes[1].upstream"));
 }
 
-async fn four_services() -> Vec<Upstream> {
-    let mut services = Vec::new();
-    for name in [
-        "user-service",
-        "product-service",
-        "order-service",
-        "notification-service",
-    ] {
-        services.push(Upstream::start(name).await);
-    }
-    services
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_shipped_config_serves_the_four_services_from_the_environment() {
     let services = four_services().await;

@@ -645,12 +645,7 @@ async fn preflights_need_no_token_and_other_shapes_do() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_shipped_config_protects_routes_with_jwt_secret() {
-    let services = [
-        Upstream::start("user-service").await,
-        Upstream::start("product-service").await,
-        Upstream::start("order-service").await,
-        Upstream::start("notification-service").await,
-    ];
+    let services = four_services().await;
     let port = free_port().to_string();
     let env = [
         ("PORT", port.as_str()),

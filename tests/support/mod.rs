@@ -209,6 +209,21 @@ fn full(bytes: Bytes) -> Body {
     BodyExt::boxed(Full::new(bytes))
 }
 
+/// The four services of the shipped config, in its order: user, product,
+/// order, notification.
+pub async fn four_services() -> Vec<Upstream> {
+    let mut services = Vec::new();
+    for name in [
+        "user-service",
+        "product-service",
+        "order-service",
+        "notification-service",
+    ] {
+        services.push(Upstream::start(name).await);
+    }
+    services
+}
+
 /// An HTTP client whose requests cannot hang a test.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
