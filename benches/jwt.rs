@@ -64,6 +64,7 @@ fn verifier(key: VerifyingKey, cache_size: usize) -> Verifier {
         cache_size,
         cache_ttl: Duration::from_secs(60),
     })
+    .unwrap()
 }
 
 fn verify(c: &mut Criterion) {

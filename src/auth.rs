@@ -34,13 +34,13 @@ pub struct JwtAuth {
 }
 
 impl JwtAuth {
-    pub fn new(mut settings: JwtSettings) -> Self {
-        JwtAuth {
-            verifier: Verifier::new(&mut settings),
+    pub fn new(mut settings: JwtSettings) -> Result<Self, String> {
+        Ok(JwtAuth {
+            verifier: Verifier::new(&mut settings)?,
             cookie: settings.cookie,
             forward_authorization: settings.forward_authorization,
             claim_headers: settings.claim_headers,
-        }
+        })
     }
 
     /// The bearer token (scheme matched case-insensitively), else the

@@ -83,10 +83,10 @@ fn main() -> ExitCode {
         server.add_service(background_service("access log", writer));
     }
 
-    let jwt = config
-        .jwt
-        .take()
-        .map(|settings| Arc::new(JwtAuth::new(settings)));
+    let jwt = match config.jwt.take().map(JwtAuth::new).transpose() {
+        Ok(jwt) => jwt.map(Arc::new),
+        Err(e) => return fail(format!("{}: {e}", conf_file.display())),
+    };
     if let Some(jwt) = &jwt {
         let sources = jwt.verifier.remote_sources().to_vec();
         if !sources.is_empty() {

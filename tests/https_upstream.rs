@@ -1,5 +1,5 @@
-//! `https://` instances: the gateway speaks TLS to the upstream and verifies
-//! its certificate, against `server.ca_file` when given. The upstream is
+//! `https://` instances, and a JWKS on an `https://` URL: the gateway speaks
+//! TLS and verifies the certificate, against `server.ca_file` when given. The upstream is
 //! Python's own HTTPS server with a certificate from a private CA made by `openssl`, so
 //! neither side of the handshake is this crate's code.
 
@@ -17,6 +17,8 @@ class Echo(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_GET(self):
         body = json.dumps({"path": self.path, "host": self.headers.get("host")}).encode()
+        if self.path == "/jwks.json":
+            body = open(sys.argv[3], "rb").read()
         self.send_response(200)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(body)))
@@ -39,11 +41,13 @@ struct TlsUpstream {
 }
 
 impl TlsUpstream {
-    fn start(cert: &Path, key: &Path) -> TlsUpstream {
+    /// Serves `jwks_file` at `/jwks.json`, and echoes elsewhere.
+    fn start(cert: &Path, key: &Path, jwks_file: &Path) -> TlsUpstream {
         let mut child = Command::new("python3")
             .args(["-c", SERVER])
             .arg(cert)
             .arg(key)
+            .arg(jwks_file)
             .stdout(Stdio::piped())
             .spawn()
             .expect("python3");
@@ -157,7 +161,7 @@ routes:
 async fn https_instances_are_verified_against_ca_file() {
     let dir = tempfile::tempdir().unwrap();
     let (ca, cert, key) = private_ca(dir.path());
-    let upstream = TlsUpstream::start(&cert, &key);
+    let upstream = TlsUpstream::start(&cert, &key, &dir.path().join("none"));
 
     let ca = format!("  ca_file: {}\n", ca.display());
     let gw = Gateway::start_with_server_keys(&ca, &config(&upstream)).await;
@@ -172,10 +176,53 @@ async fn https_instances_are_verified_against_ca_file() {
 async fn an_untrusted_upstream_certificate_is_a_502() {
     let dir = tempfile::tempdir().unwrap();
     let (_ca, cert, key) = private_ca(dir.path());
-    let upstream = TlsUpstream::start(&cert, &key);
+    let upstream = TlsUpstream::start(&cert, &key, &dir.path().join("none"));
 
     // No ca_file: the system store does not know the private CA.
     let gw = Gateway::start(&config(&upstream)).await;
     let r = reqwest::get(gw.url("/secure/me")).await.unwrap();
     assert_eq!(r.status(), 502);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_jwks_url_on_https_is_verified_against_ca_file() {
+    use serde_json::json;
+    use support::jwt::{claims, jwks, mint_with_headers, one, Keys};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = private_ca(dir.path());
+    let keys = Keys::generate();
+    let jwks_file = dir.path().join("jwks.json");
+    std::fs::write(&jwks_file, jwks(&[(&keys.rsa.public, "k1", "RS256")])).unwrap();
+    let idp = TlsUpstream::start(&cert, &key, &jwks_file);
+    let service = Upstream::start("svc").await;
+    let yaml = format!(
+        "listeners: [{{address: '127.0.0.1:{{port}}'}}]
+jwt: {{keys: [{{jwks_url: 'https://127.0.0.1:{}/jwks.json', algorithms: [RS256]}}]}}
+upstreams: {{svc: {{instances: ['{}']}}}}
+routes: [{{prefix: /orders, upstream: svc, auth: required}}]
+",
+        idp.port,
+        service.url()
+    );
+    let token = one(mint_with_headers(
+        "RS256",
+        &keys.rsa.private,
+        claims("u", json!({})),
+        json!({"kid": "k1"}),
+    ));
+    let call = |gw: &Gateway| client().get(gw.url("/orders/1")).bearer_auth(&token).send();
+
+    let ca = format!("  ca_file: {}\n", ca.display());
+    let gw = Gateway::start_with_server_keys(&ca, &yaml).await;
+    assert_eq!(call(&gw).await.unwrap().status(), 200, "{}", gw.stderr());
+
+    // Without the CA the provider's certificate is not trusted: no keys.
+    let gw = Gateway::start(&yaml).await;
+    assert_eq!(call(&gw).await.unwrap().status(), 401);
+    assert!(
+        gw.stderr().contains("unreachable at startup"),
+        "{}",
+        gw.stderr()
+    );
 }

@@ -311,7 +311,11 @@ async fn kid_selects_among_configured_keys_and_jku_is_ignored() {
     - {secret: 'first-secret-0123456789', kid: one}
     - {secret: 'second-secret-0123456789', kid: two}";
     let gw = gateway(&upstream, jwt, "auth: required").await;
-    let h = |kid: &str| json!({"kid": kid, "jku": attacker.url(), "x5u": attacker.url()});
+    // jku, x5u and an embedded jwk all point at keys the attacker controls.
+    let h = |kid: &str| {
+        json!({"kid": kid, "jku": attacker.url(), "x5u": attacker.url(),
+               "jwk": {"kty": "oct", "k": "YXR0YWNrZXI"}})
+    };
     let tokens = tool(&[
         mint_with_headers(
             "HS256",
@@ -675,4 +679,77 @@ async fn the_shipped_config_protects_routes_with_jwt_secret() {
         assert_eq!(header(&r, "x-seen-uri"), &path["/users".len()..]);
     }
     assert_eq!(get(&gw, "/users/login", None).await.status(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jwks_files_and_the_background_refresh() {
+    let keys = Keys::generate();
+    let upstream = Upstream::start("svc").await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("jwks.json");
+    std::fs::write(
+        &file,
+        jwks(&[
+            (&keys.rsa.public, "f1", "RS256"),
+            (&keys.ec256.public, "f2", "ES256"),
+        ]),
+    )
+    .unwrap();
+    let idp = JwksServer::start(&jwks(&[(&keys.ed.public, "a", "EdDSA")])).await;
+    // A cooldown of an hour: only the 1 s refresh can bring new keys in.
+    let jwt = format!(
+        "  keys:
+    - {{jwks_file: '{}', algorithms: [RS256, ES256]}}
+    - {{jwks_url: '{}', algorithms: [RS256, EdDSA], jwks: {{refresh_interval: 1s, refetch_cooldown: 1h}}}}
+  cache_size: 0",
+        file.display(),
+        idp.url()
+    );
+    let gw = gateway(&upstream, &jwt, "auth: required").await;
+    let kid = |k: &str| json!({"kid": k});
+    let tokens = tool(&[
+        mint_with_headers(
+            "RS256",
+            &keys.rsa.private,
+            claims("u", json!({})),
+            kid("f1"),
+        ),
+        mint_with_headers(
+            "ES256",
+            &keys.ec256.private,
+            claims("u", json!({})),
+            kid("f2"),
+        ),
+        mint_with_headers("EdDSA", &keys.ed.private, claims("u", json!({})), kid("a")),
+        // The provider's next key, published under the same kid.
+        mint_with_headers(
+            "RS256",
+            &keys.rsa_other.private,
+            claims("u", json!({})),
+            kid("a"),
+        ),
+    ]);
+    for token in &tokens[..3] {
+        assert_eq!(get(&gw, "/users/me", Some(token)).await.status(), 200);
+    }
+    // Kid a is still the Ed25519 key, and the hour's cooldown allows no
+    // early fetch.
+    assert_refused(
+        get(&gw, "/users/me", Some(&tokens[3])).await,
+        Some("no key for this token's algorithm and kid"),
+    )
+    .await;
+    let hits = idp.hits();
+
+    idp.set(200, &jwks(&[(&keys.rsa_other.public, "a", "RS256")]));
+    wait_until(
+        Duration::from_secs(10),
+        "the background refresh",
+        || async { get(&gw, "/users/me", Some(&tokens[3])).await.status() == 200 },
+    )
+    .await;
+    assert!(idp.hits() > hits);
+    assert_eq!(get(&gw, "/users/me", Some(&tokens[2])).await.status(), 401);
+    // The file's keys are unaffected.
+    assert_eq!(get(&gw, "/users/me", Some(&tokens[0])).await.status(), 200);
 }

@@ -37,6 +37,9 @@ pub struct JwksUrlSettings {
     pub url: String,
     pub algorithms: Vec<Algorithm>,
     pub fetch: JwksFetch,
+    /// `server.ca_file`: as for `https://` upstreams, it replaces the
+    /// system roots when verifying the identity provider.
+    pub ca_file: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -99,13 +102,14 @@ const RESERVED_HEADERS: &[&str] = &[
 
 pub(super) fn validate_jwt(
     raw: RawJwt,
+    ca_file: Option<&str>,
     warnings: &mut Vec<String>,
 ) -> Result<JwtSettings, Problem> {
     let mut keys = Vec::new();
     let mut jwks_urls = Vec::new();
     for (i, key) in raw.keys.into_iter().enumerate() {
         let at = format!("jwt.keys[{i}]");
-        match validate_key(&at, key)? {
+        match validate_key(&at, key, ca_file)? {
             KeySource::Keys(mut parsed) => keys.append(&mut parsed),
             KeySource::Url(url) => jwks_urls.push(url),
             KeySource::EmptySecret => warnings.push(format!(
@@ -182,7 +186,7 @@ enum KeySource {
     EmptySecret,
 }
 
-fn validate_key(at: &str, key: RawJwtKey) -> Result<KeySource, Problem> {
+fn validate_key(at: &str, key: RawJwtKey, ca_file: Option<&str>) -> Result<KeySource, Problem> {
     let given = [
         key.secret.is_some(),
         key.public_key_file.is_some(),
@@ -275,6 +279,7 @@ fn validate_key(at: &str, key: RawJwtKey) -> Result<KeySource, Problem> {
         url,
         algorithms,
         fetch,
+        ca_file: ca_file.map(str::to_string),
     }))
 }
 

@@ -251,7 +251,7 @@ fn validate(raw: RawConfig) -> Result<Config, Problem> {
     let mut warnings = Vec::new();
     let jwt = raw
         .jwt
-        .map(|jwt| auth::validate_jwt(jwt, &mut warnings))
+        .map(|jwt| auth::validate_jwt(jwt, server.ca_file.as_deref(), &mut warnings))
         .transpose()?;
 
     let cors = match raw.cors {

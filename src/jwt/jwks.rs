@@ -29,6 +29,8 @@ const MAX_JWKS_BYTES: usize = 1 << 20;
 
 pub struct RemoteJwks {
     settings: JwksUrlSettings,
+    /// From `ca_file`, read once; empty: the built-in web roots.
+    roots: Vec<reqwest::Certificate>,
     keys: ArcSwap<Vec<VerifyingKey>>,
     /// When the last fetch started; held across the fetch so concurrent
     /// callers wait for it instead of starting their own.
@@ -36,12 +38,23 @@ pub struct RemoteJwks {
 }
 
 impl RemoteJwks {
-    pub fn new(settings: JwksUrlSettings) -> Self {
-        RemoteJwks {
+    /// Fails when `ca_file` cannot be read as PEM certificates.
+    pub fn new(settings: JwksUrlSettings) -> Result<Self, String> {
+        let roots = match &settings.ca_file {
+            Some(file) => std::fs::read(file)
+                .map_err(|e| e.to_string())
+                .and_then(|pem| {
+                    reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| e.to_string())
+                })
+                .map_err(|e| format!("server.ca_file: {file}: {e}"))?,
+            None => Vec::new(),
+        };
+        Ok(RemoteJwks {
             settings,
+            roots,
             keys: ArcSwap::from_pointee(Vec::new()),
             last_fetch: Mutex::new(None),
-        }
+        })
     }
 
     pub fn keys(&self) -> arc_swap::Guard<Arc<Vec<VerifyingKey>>> {
@@ -91,11 +104,16 @@ impl RemoteJwks {
     async fn fetch(&self) -> Result<(Vec<VerifyingKey>, Vec<String>), String> {
         // No idle pool: a connection kept from the startup runtime would be
         // dead on the server's runtime, and fetches are minutes apart.
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(self.settings.fetch.timeout)
-            .pool_max_idle_per_host(0)
-            .build()
-            .map_err(|e| e.to_string())?;
+            .pool_max_idle_per_host(0);
+        if !self.roots.is_empty() {
+            builder = builder.tls_built_in_root_certs(false);
+            for root in &self.roots {
+                builder = builder.add_root_certificate(root.clone());
+            }
+        }
+        let client = builder.build().map_err(|e| e.to_string())?;
         let mut response = client
             .get(&self.settings.url)
             .header("accept", "application/json")

@@ -68,12 +68,13 @@ pub struct Verifier {
 }
 
 impl Verifier {
-    /// Takes the parsed keys out of `settings`.
-    pub fn new(settings: &mut JwtSettings) -> Self {
+    /// Takes the parsed keys out of `settings`; fails only when a JWKS
+    /// URL's `ca_file` cannot be read.
+    pub fn new(settings: &mut JwtSettings) -> Result<Self, String> {
         // Each key is pinned to its own algorithms before decode is called,
         // so here its whole family may pass.
         let validation = |family| (family, claim_checks(family, settings));
-        Verifier {
+        Ok(Verifier {
             validations: [
                 validation(AlgorithmFamily::Hmac),
                 validation(AlgorithmFamily::Rsa),
@@ -84,11 +85,11 @@ impl Verifier {
             remote: settings
                 .jwks_urls
                 .iter()
-                .map(|s| Arc::new(RemoteJwks::new(s.clone())))
-                .collect(),
+                .map(|s| RemoteJwks::new(s.clone()).map(Arc::new))
+                .collect::<Result<_, _>>()?,
             leeway: settings.leeway.as_secs(),
             cache: TokenCache::new(settings.cache_size, settings.cache_ttl),
-        }
+        })
     }
 
     /// The JWKS URLs, for the startup fetch and the background refresher.
