@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use crate::config::InstanceUrl;
 use crate::jwt::Claims;
+use crate::rate_limit::Decision;
 
 pub struct RequestCtx {
     pub started: Instant,
@@ -23,6 +24,8 @@ pub struct RequestCtx {
     pub upstream_uri: String,
     /// The verified token's claims, when the route's auth checked one.
     pub claims: Option<Arc<Claims>>,
+    /// The rate limiter's verdict, for the `RateLimit-*` headers.
+    pub rate_limit: Option<Decision>,
     pub body_bytes: u64,
     pub attempts: u8,
     pub upstream_addr: Option<SocketAddr>,
@@ -42,6 +45,7 @@ impl Default for RequestCtx {
             route: None,
             upstream_uri: String::new(),
             claims: None,
+            rate_limit: None,
             body_bytes: 0,
             attempts: 0,
             upstream_addr: None,

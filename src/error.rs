@@ -4,6 +4,7 @@
 //! Every such answer is JSON, `{"error": "...", "request_id": "..."}`, so a
 //! client can always parse it and quote the id to whoever reads the logs.
 
+use http::HeaderValue;
 use pingora::{Error, ErrorSource, ErrorType};
 
 /// A response the gateway writes without asking an upstream.
@@ -27,6 +28,8 @@ pub enum GatewayError {
     InvalidToken(&'static str),
     /// A valid token without the scope, role or claim the route requires.
     InsufficientScope,
+    /// Over the rate limit; seconds until the next request is allowed.
+    TooManyRequests(u64),
     NotFound,
     PayloadTooLarge,
     /// No instance of the upstream could be reached.
@@ -42,6 +45,7 @@ impl GatewayError {
             GatewayError::BadRequest(_) => 400,
             GatewayError::MissingToken | GatewayError::InvalidToken(_) => 401,
             GatewayError::InsufficientScope => 403,
+            GatewayError::TooManyRequests(_) => 429,
             GatewayError::NotFound => 404,
             GatewayError::PayloadTooLarge => 413,
             GatewayError::BadGateway => 502,
@@ -56,6 +60,7 @@ impl GatewayError {
             GatewayError::MissingToken => "Missing token",
             GatewayError::InvalidToken(_) => "Invalid token",
             GatewayError::InsufficientScope => "Insufficient scope",
+            GatewayError::TooManyRequests(_) => "Too many requests",
             GatewayError::NotFound => "Not found",
             GatewayError::PayloadTooLarge => "Request body too large",
             GatewayError::BadGateway => "Upstream unavailable",
@@ -72,15 +77,22 @@ impl GatewayError {
         body.to_string()
     }
 
-    /// The challenge RFC 6750 asks for on 401 and 403 answers to bearer
-    /// token requests.
-    pub fn www_authenticate(&self) -> Option<&'static str> {
+    /// The header the status calls for: the challenge RFC 6750 asks for on
+    /// 401 and 403 answers to bearer token requests, `Retry-After` on 429.
+    pub fn extra_header(&self) -> Option<(&'static str, HeaderValue)> {
         match self {
-            GatewayError::MissingToken | GatewayError::InvalidToken(_) => {
-                Some(r#"Bearer realm="api-gateway", error="invalid_token""#)
-            }
-            GatewayError::InsufficientScope => {
-                Some(r#"Bearer realm="api-gateway", error="insufficient_scope""#)
+            GatewayError::MissingToken | GatewayError::InvalidToken(_) => Some((
+                "www-authenticate",
+                HeaderValue::from_static(r#"Bearer realm="api-gateway", error="invalid_token""#),
+            )),
+            GatewayError::InsufficientScope => Some((
+                "www-authenticate",
+                HeaderValue::from_static(
+                    r#"Bearer realm="api-gateway", error="insufficient_scope""#,
+                ),
+            )),
+            GatewayError::TooManyRequests(seconds) => {
+                Some(("retry-after", HeaderValue::from(*seconds)))
             }
             _ => None,
         }

@@ -12,5 +12,6 @@ pub mod jwt;
 pub mod path;
 pub mod plugin;
 pub mod proxy;
+pub mod rate_limit;
 pub mod routing;
 pub mod upstream;

@@ -18,6 +18,9 @@ use api_gateway::config;
 use api_gateway::jwt::jwks::{JwksRefresher, RemoteJwks};
 use api_gateway::plugin::{self, Shared};
 use api_gateway::proxy::Gateway;
+use api_gateway::rate_limit::local::LocalStore;
+use api_gateway::rate_limit::redis::{RedisConnector, RedisStore};
+use api_gateway::rate_limit::Store;
 use api_gateway::upstream::Upstream;
 
 const DEFAULT_CONF: &str = "conf/gateway.yaml";
@@ -95,7 +98,31 @@ fn main() -> ExitCode {
             server.add_service(background_service("jwks refresh", refresher));
         }
     }
-    let shared = Shared { jwt };
+    let local_limits = Store::Local(Arc::new(LocalStore::new(
+        config.rate_limit_backends.local_max_keys,
+    )));
+    let redis_limits = match config.redis_in_use().cloned().map(RedisStore::new) {
+        Some(Ok(store)) => {
+            let store = Arc::new(store);
+            let connector = RedisConnector {
+                store: store.clone(),
+            };
+            server.add_service(background_service("redis connector", connector));
+            Some(Store::Redis(store))
+        }
+        Some(Err(e)) => {
+            return fail(format!(
+                "{}: rate_limit_backends.redis: {e}",
+                conf_file.display()
+            ))
+        }
+        None => None,
+    };
+    let shared = Shared {
+        jwt,
+        local_limits,
+        redis_limits,
+    };
     let chains = config
         .routes
         .iter()

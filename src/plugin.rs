@@ -1,5 +1,5 @@
-//! The shape every per-request feature plugs in with (CORS, auth; rate
-//! limiting next): a request hook that lets the request go on or
+//! The shape every per-request feature plugs in with (CORS, auth, rate
+//! limiting): a request hook that lets the request go on or
 //! answers it, and hooks that adjust what goes upstream and what comes back.
 //!
 //! Each route gets its own chain, built once at startup from the route's
@@ -13,10 +13,11 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::Result;
 
 use crate::auth::{Auth, JwtAuth};
-use crate::config::PluginConfig;
+use crate::config::{PluginConfig, RateBackend};
 use crate::context::RequestCtx;
 use crate::cors::Cors;
 use crate::error::Answer;
+use crate::rate_limit::{RateLimit, Store};
 
 pub enum Flow {
     Continue,
@@ -52,6 +53,9 @@ pub type Chain = Vec<Box<dyn Plugin>>;
 /// What plugins of different routes share: built once, handed to each.
 pub struct Shared {
     pub jwt: Option<Arc<JwtAuth>>,
+    pub local_limits: Store,
+    /// When `rate_limit_backends.redis` is configured.
+    pub redis_limits: Option<Store>,
 }
 
 pub fn build_chain(configs: &[PluginConfig], shared: &Shared) -> Chain {
@@ -60,6 +64,16 @@ pub fn build_chain(configs: &[PluginConfig], shared: &Shared) -> Chain {
         .map(|config| -> Box<dyn Plugin> {
             match config {
                 PluginConfig::Cors(policy) => Box::new(Cors::new(policy.clone())),
+                PluginConfig::RateLimit(policy) => {
+                    let store = match policy.backend {
+                        RateBackend::Local => shared.local_limits.clone(),
+                        RateBackend::Redis => shared
+                            .redis_limits
+                            .clone()
+                            .expect("config validation demands a redis backend"),
+                    };
+                    Box::new(RateLimit::new(policy.clone(), store))
+                }
                 PluginConfig::Auth(policy) => Box::new(Auth::new(
                     shared
                         .jwt

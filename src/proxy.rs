@@ -158,11 +158,10 @@ impl Gateway {
             header.insert_header("content-length", body.len())?;
         }
         header.insert_header(REQUEST_ID, &ctx.request_id)?;
-        if let Some(challenge) = match &answer {
-            Answer::Error(e) => e.www_authenticate(),
-            _ => None,
-        } {
-            header.insert_header("www-authenticate", challenge)?;
+        if let Answer::Error(e) = &answer {
+            if let Some((name, value)) = e.extra_header() {
+                header.insert_header(name, value)?;
+            }
         }
         for plugin in self.chain(ctx) {
             plugin.response(session.req_header(), &mut header, ctx)?;

@@ -9,6 +9,7 @@
 mod auth;
 mod cors;
 mod expand;
+mod rate_limit;
 mod raw;
 mod units;
 
@@ -28,6 +29,9 @@ pub use auth::{
     Requirements, RouteAuth,
 };
 pub use cors::{AllowHeaders, CorsSettings, OriginPattern, Origins};
+pub use rate_limit::{
+    FailureMode, RateBackend, RateKeySource, RateLimitBackends, RateLimitSettings, RedisSettings,
+};
 pub use raw::{
     LogFormat, RawHealthCheck as HealthCheckSettings, RawServer as ServerSettings,
     RawTimeouts as Timeouts,
@@ -49,6 +53,7 @@ pub struct Config {
     pub routes: Vec<RouteSettings>,
     /// The plugins for requests that match no route (CORS on their 404s).
     pub default_plugins: Vec<PluginConfig>,
+    pub rate_limit_backends: RateLimitBackends,
     /// Usable but probably unintended settings, for the startup log.
     pub warnings: Vec<String>,
 }
@@ -106,6 +111,8 @@ pub enum PluginConfig {
     /// On every route once a `jwt:` section exists, even with `auth: off`:
     /// it also removes client-sent copies of the claim headers.
     Auth(RouteAuth),
+    /// After auth, so that budgets can be kept per token subject.
+    RateLimit(RateLimitSettings),
 }
 
 /// What happens to the matched prefix before the request goes upstream.
@@ -114,6 +121,20 @@ pub enum Rewrite {
     Keep,
     Strip,
     Replace(String),
+}
+
+impl Config {
+    /// The Redis backend, when some policy keeps its budgets there: only
+    /// then is it connected to.
+    pub fn redis_in_use(&self) -> Option<&RedisSettings> {
+        let used = self
+            .routes
+            .iter()
+            .flat_map(|r| &r.plugins)
+            .chain(&self.default_plugins)
+            .any(|p| matches!(p, PluginConfig::RateLimit(l) if l.backend == RateBackend::Redis));
+        self.rate_limit_backends.redis.as_ref().filter(|_| used)
+    }
 }
 
 impl ServerSettings {
@@ -258,6 +279,16 @@ fn validate(raw: RawConfig) -> Result<Config, Problem> {
         Some(section) => cors::validate_cors("cors", section)?,
         None => None,
     };
+    let rate_limit_backends = rate_limit::validate_backends(raw.rate_limit_backends)?;
+    let rate_limit = match raw.rate_limit {
+        Some(section) => rate_limit::validate_rate_limit(
+            "rate_limit",
+            section,
+            "global".into(),
+            &rate_limit_backends,
+        )?,
+        None => None,
+    };
 
     let upstreams = raw
         .upstreams
@@ -271,7 +302,13 @@ fn validate(raw: RawConfig) -> Result<Config, Problem> {
         .into_iter()
         .enumerate()
         .map(|(i, route)| {
-            let route = validate_route(i, route, &upstreams, jwt.is_some(), cors.as_ref())?;
+            let defaults = RouteDefaults {
+                has_jwt: jwt.is_some(),
+                cors: cors.as_ref(),
+                rate_limit: rate_limit.as_ref(),
+                backends: &rate_limit_backends,
+            };
+            let route = validate_route(i, route, &upstreams, &defaults)?;
             if !seen.insert((route.host.clone(), route.prefix.clone())) {
                 return Err(problem(
                     format!("routes[{i}].prefix"),
@@ -294,7 +331,12 @@ fn validate(raw: RawConfig) -> Result<Config, Problem> {
         jwt,
         upstreams,
         routes,
-        default_plugins: cors.into_iter().map(PluginConfig::Cors).collect(),
+        default_plugins: cors
+            .map(PluginConfig::Cors)
+            .into_iter()
+            .chain(rate_limit.map(PluginConfig::RateLimit))
+            .collect(),
+        rate_limit_backends,
         warnings,
     })
 }
@@ -405,12 +447,19 @@ fn parse_instance(url: &str) -> Result<InstanceUrl, String> {
     })
 }
 
+/// What a route without its own settings inherits.
+struct RouteDefaults<'a> {
+    has_jwt: bool,
+    cors: Option<&'a CorsSettings>,
+    rate_limit: Option<&'a RateLimitSettings>,
+    backends: &'a RateLimitBackends,
+}
+
 fn validate_route(
     i: usize,
     mut route: RawRoute,
     upstreams: &[UpstreamSettings],
-    has_jwt: bool,
-    global_cors: Option<&CorsSettings>,
+    defaults: &RouteDefaults,
 ) -> Result<RouteSettings, Problem> {
     let key = format!("routes[{i}]");
     let prefix = &route.prefix;
@@ -476,13 +525,24 @@ fn validate_route(
 
     let cors = match route.cors.take() {
         Some(section) => cors::validate_cors(&format!("{key}.cors"), section)?,
-        None => global_cors.cloned(),
+        None => defaults.cors.cloned(),
     };
-    let auth = auth::validate_route_auth(i, &mut route, has_jwt)?;
+    let scope = format!("route:{}{}", host.as_deref().unwrap_or(""), route.prefix);
+    let rate_limit = match route.rate_limit.take() {
+        Some(section) => rate_limit::validate_rate_limit(
+            &format!("{key}.rate_limit"),
+            section,
+            scope,
+            defaults.backends,
+        )?,
+        None => defaults.rate_limit.cloned(),
+    };
+    let auth = auth::validate_route_auth(i, &mut route, defaults.has_jwt)?;
     let mut plugins: Vec<PluginConfig> = cors.into_iter().map(PluginConfig::Cors).collect();
-    if has_jwt {
+    if defaults.has_jwt {
         plugins.push(PluginConfig::Auth(auth));
     }
+    plugins.extend(rate_limit.map(PluginConfig::RateLimit));
     Ok(RouteSettings {
         prefix: route.prefix,
         host,

@@ -29,6 +29,11 @@ pub struct RawConfig {
     /// For every route that does not have its own, and for requests that
     /// match no route.
     pub cors: Option<RawCors>,
+    /// The default policy of every route without its own, and of requests
+    /// that match no route.
+    pub rate_limit: Option<RawRateLimit>,
+    #[serde(default)]
+    pub rate_limit_backends: RawRateLimitBackends,
     pub upstreams: BTreeMap<String, RawUpstream>,
     pub routes: Vec<RawRoute>,
 }
@@ -191,6 +196,8 @@ pub struct RawRoute {
     pub require: RawRequire,
     /// Replaces the global `cors` for this route.
     pub cors: Option<RawCors>,
+    /// Replaces the global `rate_limit` for this route, with its own budget.
+    pub rate_limit: Option<RawRateLimit>,
     /// Per method and path inside the route; the first match replaces the
     /// route's `auth` and `require`.
     #[serde(default)]
@@ -233,6 +240,105 @@ pub struct RawAuthOverride {
     pub auth: AuthMode,
     #[serde(default)]
     pub require: RawRequire,
+}
+
+/// A smooth limit (GCRA): `requests` per `per` on average, up to `burst`
+/// at once.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    pub requests: Option<u64>,
+    #[serde(default = "default_per", with = "duration")]
+    pub per: Duration,
+    /// Default: `requests`.
+    pub burst: Option<u64>,
+    #[serde(default)]
+    pub key: RateKey,
+    #[serde(default)]
+    pub backend: RateBackend,
+}
+
+fn default_per() -> Duration {
+    Duration::from_secs(1)
+}
+
+/// Whose budget a request spends.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(tag = "by", rename_all = "lowercase", deny_unknown_fields)]
+pub enum RateKey {
+    /// The client address (behind `trusted_proxies`, the forwarded one).
+    #[default]
+    Ip,
+    /// A claim of the verified token; anonymous requests by address.
+    Claim {
+        #[serde(default = "default_claim")]
+        name: String,
+    },
+    /// A request header (an API key); requests without it by address.
+    Header { name: String },
+}
+
+fn default_claim() -> String {
+    "sub".into()
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RateBackend {
+    /// In this process: each gateway instance has its own budgets.
+    #[default]
+    Local,
+    /// In Redis: one budget shared by every instance.
+    Redis,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRateLimitBackends {
+    pub local: RawLocalBackend,
+    pub redis: Option<RawRedisBackend>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLocalBackend {
+    /// Clients remembered at most; the least recently seen go first.
+    pub max_keys: usize,
+}
+
+impl Default for RawLocalBackend {
+    fn default() -> Self {
+        RawLocalBackend { max_keys: 100_000 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedisBackend {
+    /// `redis://host:port[/db]`, usually `${REDIS_URL}`.
+    pub url: String,
+    /// Longest wait for one decision before `on_failure` applies.
+    #[serde(default = "default_redis_timeout", with = "duration")]
+    pub timeout: Duration,
+    #[serde(default)]
+    pub on_failure: FailureMode,
+}
+
+fn default_redis_timeout() -> Duration {
+    Duration::from_millis(50)
+}
+
+/// What a request gets when Redis cannot decide.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureMode {
+    /// Let it through: Redis trouble does not take the API down.
+    #[default]
+    FailOpen,
+    /// Refuse it with 429.
+    FailClosed,
 }
 
 /// Cross-origin access, as the `cors` Express middleware does it.
