@@ -38,7 +38,15 @@ impl LocalStore {
         let now = self.origin.elapsed().as_nanos() as u64;
         let shard = &self.shards[self.hasher.hash_one(key) as usize % SHARDS];
         let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
-        let (decision, new_tat) = gcra.decide(shard.get(key).copied(), now);
+        // A known client is updated in place: no allocation on the hot path.
+        if let Some(stored) = shard.get_mut(key) {
+            let (decision, new_tat) = gcra.decide(Some(*stored), now);
+            if let Some(tat) = new_tat {
+                *stored = tat;
+            }
+            return decision;
+        }
+        let (decision, new_tat) = gcra.decide(None, now);
         if let Some(tat) = new_tat {
             shard.put(key.into(), tat);
         }

@@ -28,6 +28,12 @@ use crate::plugin::{Flow, Plugin};
 use local::LocalStore;
 use redis::RedisStore;
 
+// As `&'static str`: Pingora keeps each header's spelling, and a static
+// name saves it building a title-cased copy of a `HeaderName` per response.
+const RATELIMIT_LIMIT: &str = "RateLimit-Limit";
+const RATELIMIT_REMAINING: &str = "RateLimit-Remaining";
+const RATELIMIT_RESET: &str = "RateLimit-Reset";
+
 /// GCRA's two numbers, in nanoseconds: the time one request "costs", and
 /// how far ahead of now the budget may be spent (the burst).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,9 +175,12 @@ impl Plugin for RateLimit {
         ctx: &RequestCtx,
     ) -> Result<()> {
         if let Some(decision) = &ctx.rate_limit {
-            resp.insert_header("ratelimit-limit", self.limit_header.clone())?;
-            resp.insert_header("ratelimit-remaining", decision.remaining)?;
-            resp.insert_header("ratelimit-reset", whole_seconds(decision.reset))?;
+            resp.insert_header(RATELIMIT_LIMIT, self.limit_header.clone())?;
+            resp.insert_header(RATELIMIT_REMAINING, HeaderValue::from(decision.remaining))?;
+            resp.insert_header(
+                RATELIMIT_RESET,
+                HeaderValue::from(whole_seconds(decision.reset)),
+            )?;
         }
         Ok(())
     }

@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
-# What JWT verification costs under load: one gateway (1 worker thread,
-# pinned to CPU 0) with three routes to the same NGINX upstream: no auth,
-# HS256 required, RS256 (2048-bit) required, each driven by wrk over 64
-# keep-alive connections (pinned to CPU 1) with the same valid token on
-# every request. Everything on 127.0.0.1, 10 s per route after a 3 s
-# warm-up, passes interleaved. Prints requests/s and the gateway's CPU µs
-# per request, and each route's cost relative to no auth in the same pass.
+# What the per-request features cost under load: one gateway (1 worker
+# thread, pinned to CPU 0) with routes to the same NGINX upstream: nothing,
+# a local rate limit, a Redis rate limit (a redis-server on CPU 1), HS256
+# required, RS256 (2048-bit) required; limits high enough never to refuse.
+# Each route is driven by wrk over 64 keep-alive connections (pinned to CPU
+# 1) with the same valid token on every request. Everything on 127.0.0.1,
+# 10 s per route after a 3 s warm-up, passes interleaved. Prints requests/s
+# and the gateway's CPU µs per request, and each route's cost relative to
+# the plain route in the same pass.
 #
-#   apt-get install -y wrk nginx-light && pip install pyjwt cryptography
-#   bash benches/jwt_load.sh [passes]
+#   apt-get install -y wrk nginx-light redis-server
+#   pip install pyjwt cryptography
+#   bash benches/features_load.sh [passes]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 passes="${1:-2}"
 cargo build --release --quiet --bin api-gateway
 bin="${CARGO_TARGET_DIR:-target}/release/api-gateway"
 work="$(mktemp -d)"
-upstream_port=18081 gateway_port=18080
+upstream_port=18081 gateway_port=18080 redis_port=18082
 secret="load-test-secret-0123456789abcdef"
 
 cat > "$work/nginx.conf" <<CONF
@@ -26,8 +29,10 @@ http { access_log off;
     location / { default_type application/json; return 200 '{"id":1,"name":"Ada"}'; } } }
 CONF
 taskset -c 1 nginx -c "$work/nginx.conf"
+taskset -c 1 redis-server --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no >/dev/null &
+redis_pid=$!
 gateway_pid=""
-trap 'kill "$(cat "$work/nginx.pid")" $gateway_pid 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill "$(cat "$work/nginx.pid")" $redis_pid $gateway_pid 2>/dev/null || true; rm -rf "$work"' EXIT
 
 openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$work/rs.key" 2>/dev/null
 openssl pkey -in "$work/rs.key" -pubout -out "$work/rs.pem"
@@ -42,6 +47,7 @@ cat > "$work/gw.yaml" <<CONF
 server: {threads: 1, pid_file: $work/gw.pid, upgrade_sock: $work/gw.sock}
 listeners: [{address: "127.0.0.1:$gateway_port"}]
 access_log: {format: off}
+rate_limit_backends: {redis: {url: "redis://127.0.0.1:$redis_port"}}
 jwt:
   keys:
     - {secret: "$secret", algorithms: [HS256]}
@@ -50,13 +56,20 @@ jwt:
 upstreams: {svc: {instances: ["http://127.0.0.1:$upstream_port"]}}
 routes:
   - {prefix: /open, upstream: svc}
+  - {prefix: /local, upstream: svc, rate_limit: {requests: 1000000, backend: local}}
+  - {prefix: /redis, upstream: svc, rate_limit: {requests: 1000000, backend: redis}}
   - {prefix: /hs, upstream: svc, auth: required}
   - {prefix: /rs, upstream: svc, auth: required}
 CONF
 taskset -c 0 "$bin" -c "$work/gw.yaml" >/dev/null 2>&1 &
 gateway_pid=$!
 for _ in $(seq 200); do curl -sf -o /dev/null "127.0.0.1:$gateway_port/" && break; sleep 0.05; done
-for check in "hs $hs_token" "rs $rs_token"; do
+# Until the gateway has reached Redis, the redis route passes unlimited.
+for _ in $(seq 100); do
+    curl -si "127.0.0.1:$gateway_port/redis/me" | grep -qi '^ratelimit-limit' && break
+    sleep 0.1
+done
+for check in "hs $hs_token" "rs $rs_token" "local -" "redis -"; do
     set -- $check
     status=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $2" "127.0.0.1:$gateway_port/$1/me")
     [ "$status" = 200 ] || { echo "/$1 answered $status, not 200" >&2; exit 1; }
@@ -79,12 +92,12 @@ measure() {
     echo "$rps $(awk -v t=$((after - before)) -v n="$requests" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.1f", t * 1e6 / hz / n}')"
 }
 
-echo "| pass | route | requests/s | CPU µs/request | vs no auth |"
+echo "| pass | route | requests/s | CPU µs/request | vs plain |"
 echo "|---|---|---|---|---|"
 for pass in $(seq "$passes"); do
     read -r rps_open cpu_open < <(measure open "$hs_token")
-    echo "| $pass | no auth | $rps_open | $cpu_open | 1.00 |"
-    for route in "hs $hs_token HS256" "rs $rs_token RS256"; do
+    echo "| $pass | plain | $rps_open | $cpu_open | 1.00 |"
+    for route in "local $hs_token local-limit" "redis $hs_token redis-limit" "hs $hs_token HS256" "rs $rs_token RS256"; do
         set -- $route
         read -r rps cpu < <(measure "$1" "$2")
         echo "| $pass | $3 | $rps | $cpu | $(awk -v a="$cpu" -v b="$cpu_open" 'BEGIN {printf "%.2f", a / b}') |"
