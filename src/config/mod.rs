@@ -111,7 +111,7 @@ pub enum PluginConfig {
     /// On every route once a `jwt:` section exists, even with `auth: off`:
     /// it also removes client-sent copies of the claim headers.
     Auth(RouteAuth),
-    /// After auth, so that budgets can be kept per token subject.
+    /// Before auth, or after it when budgets are kept per token claim.
     RateLimit(RateLimitSettings),
 }
 
@@ -538,11 +538,19 @@ fn validate_route(
         None => defaults.rate_limit.cloned(),
     };
     let auth = auth::validate_route_auth(i, &mut route, defaults.has_jwt)?;
+    // A limit keyed by a claim needs the verified token, so it runs after
+    // auth; any other runs before it, so a flood of bad tokens is limited
+    // before any of them costs a signature check.
+    let (limit_first, limit_last) = match rate_limit {
+        Some(l) if matches!(l.key, RateKeySource::Claim(_)) => (None, Some(l)),
+        other => (other, None),
+    };
     let mut plugins: Vec<PluginConfig> = cors.into_iter().map(PluginConfig::Cors).collect();
+    plugins.extend(limit_first.map(PluginConfig::RateLimit));
     if defaults.has_jwt {
         plugins.push(PluginConfig::Auth(auth));
     }
-    plugins.extend(rate_limit.map(PluginConfig::RateLimit));
+    plugins.extend(limit_last.map(PluginConfig::RateLimit));
     Ok(RouteSettings {
         prefix: route.prefix,
         host,
