@@ -14,4 +14,5 @@ pub mod plugin;
 pub mod proxy;
 pub mod rate_limit;
 pub mod routing;
+pub mod sharded_lru;
 pub mod upstream;

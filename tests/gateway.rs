@@ -671,16 +671,7 @@ async fn config_check_names_file_key_and_reason() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_shipped_config_serves_the_four_services_from_the_environment() {
     let services = four_services().await;
-    let port = free_port().to_string();
-    let env = [
-        ("PORT", port.as_str()),
-        ("USER_SERVICE_URL", &services[0].url()),
-        ("PRODUCT_SERVICE_URL", &services[1].url()),
-        ("ORDER_SERVICE_URL", &services[2].url()),
-        ("NOTIFICATION_SERVICE_URL", &services[3].url()),
-        ("JWT_SECRET", "shipped-secret"),
-    ];
-    let gw = Gateway::start_with(&[], &env, &repo_path(""), port.parse().unwrap()).await;
+    let gw = Gateway::start_shipped(&services, "shipped-secret").await;
     let token = one(mint(
         "HS256",
         "shipped-secret",

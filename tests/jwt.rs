@@ -650,16 +650,7 @@ async fn preflights_need_no_token_and_other_shapes_do() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_shipped_config_protects_routes_with_jwt_secret() {
     let services = four_services().await;
-    let port = free_port().to_string();
-    let env = [
-        ("PORT", port.as_str()),
-        ("USER_SERVICE_URL", &services[0].url()),
-        ("PRODUCT_SERVICE_URL", &services[1].url()),
-        ("ORDER_SERVICE_URL", &services[2].url()),
-        ("NOTIFICATION_SERVICE_URL", &services[3].url()),
-        ("JWT_SECRET", SECRET),
-    ];
-    let gw = Gateway::start_with(&[], &env, &repo_path(""), port.parse().unwrap()).await;
+    let gw = Gateway::start_shipped(&services, SECRET).await;
     let token = one(mint(
         "HS256",
         SECRET,

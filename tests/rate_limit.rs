@@ -341,16 +341,7 @@ async fn the_shipped_config_limits_per_address() {
         "the shipped config sets a default"
     );
     let services = four_services().await;
-    let port = free_port().to_string();
-    let env = [
-        ("PORT", port.as_str()),
-        ("USER_SERVICE_URL", &services[0].url()),
-        ("PRODUCT_SERVICE_URL", &services[1].url()),
-        ("ORDER_SERVICE_URL", &services[2].url()),
-        ("NOTIFICATION_SERVICE_URL", &services[3].url()),
-        ("JWT_SECRET", SECRET),
-    ];
-    let gw = Gateway::start_with(&[], &env, &repo_path(""), port.parse().unwrap()).await;
+    let gw = Gateway::start_shipped(&services, SECRET).await;
     let c = client_from("127.0.0.2");
     let r: Response = c.post(gw.url("/users/login")).send().await.unwrap();
     assert_eq!(r.status(), 200);

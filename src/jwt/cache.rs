@@ -7,23 +7,16 @@
 //! one token off as another). An entry lives until the token's `exp` or for
 //! `ttl`, whichever comes first; the `ttl` bounds how long a key removed
 //! from a JWKS keeps its tokens alive. Bounded in entries, least recently
-//! used out first, and split into shards so worker threads rarely meet on a
-//! lock.
+//! used out first.
 
-use std::hash::{BuildHasher, RandomState};
-use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use lru::LruCache;
-
 use super::Claims;
-
-const SHARDS: usize = 16;
+use crate::sharded_lru::ShardedLru;
 
 pub struct TokenCache {
-    shards: Vec<Mutex<LruCache<Box<str>, Entry>>>,
-    hasher: RandomState,
+    entries: ShardedLru<Entry>,
     ttl: u64,
 }
 
@@ -36,30 +29,22 @@ struct Entry {
 impl TokenCache {
     /// `None` when `capacity` is 0: caching off.
     pub fn new(capacity: usize, ttl: Duration) -> Option<Self> {
-        let per_shard = NonZeroUsize::new(capacity.div_ceil(SHARDS))?;
         Some(TokenCache {
-            shards: (0..SHARDS)
-                .map(|_| Mutex::new(LruCache::new(per_shard)))
-                .collect(),
-            hasher: RandomState::new(),
+            entries: ShardedLru::new(capacity)?,
             ttl: ttl.as_secs(),
         })
     }
 
-    fn shard(&self, token: &str) -> &Mutex<LruCache<Box<str>, Entry>> {
-        &self.shards[self.hasher.hash_one(token) as usize % SHARDS]
-    }
-
     pub fn get(&self, token: &str, now: u64) -> Option<Arc<Claims>> {
-        let mut shard = self.shard(token).lock().unwrap_or_else(|e| e.into_inner());
-        match shard.get(token) {
-            Some(entry) if entry.expires > now => Some(entry.claims.clone()),
-            Some(_) => {
-                shard.pop(token);
-                None
-            }
-            None => None,
-        }
+        self.entries
+            .with_shard(token, |shard| match shard.get(token) {
+                Some(entry) if entry.expires > now => Some(entry.claims.clone()),
+                Some(_) => {
+                    shard.pop(token);
+                    None
+                }
+                None => None,
+            })
     }
 
     /// Remembers a token that just passed every check.
@@ -69,8 +54,9 @@ impl TokenCache {
         if expires <= now {
             return;
         }
-        let mut shard = self.shard(token).lock().unwrap_or_else(|e| e.into_inner());
-        shard.put(token.into(), Entry { claims, expires });
+        self.entries.with_shard(token, |shard| {
+            shard.put(token.into(), Entry { claims, expires })
+        });
     }
 }
 
@@ -105,8 +91,7 @@ mod tests {
         for i in 0..10_000 {
             cache.put(&format!("t{i}"), claims(json!({})), 1000);
         }
-        let held: usize = cache.shards.iter().map(|s| s.lock().unwrap().len()).sum();
-        assert!(held <= 32, "{held}");
+        assert!(cache.entries.len() <= 32, "{}", cache.entries.len());
         assert!(TokenCache::new(0, Duration::from_secs(60)).is_none());
     }
 }

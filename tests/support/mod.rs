@@ -368,6 +368,24 @@ impl Gateway {
         }
     }
 
+    /// The shipped `conf/gateway.yaml`, run from the repository as a user
+    /// would, with the four service URLs and `JWT_SECRET` in the
+    /// environment.
+    pub async fn start_shipped(services: &[Upstream], jwt_secret: &str) -> Gateway {
+        let port = free_port();
+        let port_text = port.to_string();
+        let urls: Vec<String> = services.iter().map(Upstream::url).collect();
+        let env = [
+            ("PORT", port_text.as_str()),
+            ("USER_SERVICE_URL", &urls[0]),
+            ("PRODUCT_SERVICE_URL", &urls[1]),
+            ("ORDER_SERVICE_URL", &urls[2]),
+            ("NOTIFICATION_SERVICE_URL", &urls[3]),
+            ("JWT_SECRET", jwt_secret),
+        ];
+        Gateway::start_with(&[], &env, &repo_path(""), port).await
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }
