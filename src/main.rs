@@ -13,14 +13,9 @@ use pingora::server::{configuration::Opt, RunArgs, Server};
 use pingora::services::background::background_service;
 
 use api_gateway::access_log::AccessLog;
-use api_gateway::auth::JwtAuth;
 use api_gateway::config;
-use api_gateway::jwt::jwks::{JwksRefresher, RemoteJwks};
 use api_gateway::plugin::{self, Shared};
 use api_gateway::proxy::Gateway;
-use api_gateway::rate_limit::local::LocalStore;
-use api_gateway::rate_limit::redis::{RedisConnector, RedisStore};
-use api_gateway::rate_limit::Store;
 use api_gateway::upstream::Upstream;
 
 const DEFAULT_CONF: &str = "conf/gateway.yaml";
@@ -86,42 +81,9 @@ fn main() -> ExitCode {
         server.add_service(background_service("access log", writer));
     }
 
-    let jwt = match config.jwt.take().map(JwtAuth::new).transpose() {
-        Ok(jwt) => jwt.map(Arc::new),
+    let shared = match Shared::build(&mut config, &mut server) {
+        Ok(shared) => shared,
         Err(e) => return fail(format!("{}: {e}", conf_file.display())),
-    };
-    if let Some(jwt) = &jwt {
-        let sources = jwt.verifier.remote_sources().to_vec();
-        if !sources.is_empty() {
-            fetch_jwks_before_listening(&sources);
-            let refresher = JwksRefresher { sources };
-            server.add_service(background_service("jwks refresh", refresher));
-        }
-    }
-    let local_limits = Store::Local(Arc::new(LocalStore::new(
-        config.rate_limit_backends.local_max_keys,
-    )));
-    let redis_limits = match config.redis_in_use().cloned().map(RedisStore::new) {
-        Some(Ok(store)) => {
-            let store = Arc::new(store);
-            let connector = RedisConnector {
-                store: store.clone(),
-            };
-            server.add_service(background_service("redis connector", connector));
-            Some(Store::Redis(store))
-        }
-        Some(Err(e)) => {
-            return fail(format!(
-                "{}: rate_limit_backends.redis: {e}",
-                conf_file.display()
-            ))
-        }
-        None => None,
-    };
-    let shared = Shared {
-        jwt,
-        local_limits,
-        redis_limits,
     };
     let chains = config
         .routes
@@ -148,20 +110,6 @@ fn main() -> ExitCode {
     server.run(RunArgs::default());
     access_log.flush();
     ExitCode::SUCCESS
-}
-
-/// So that tokens verify from the first request. Pingora's runtimes do not
-/// exist yet, hence a short-lived one.
-fn fetch_jwks_before_listening(sources: &[Arc<RemoteJwks>]) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime for the JWKS fetch");
-    runtime.block_on(async {
-        for source in sources {
-            source.initial_fetch().await;
-        }
-    });
 }
 
 /// Startup errors go to stderr plainly, whatever the log level.

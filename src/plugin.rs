@@ -12,11 +12,17 @@ use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::Result;
 
+use pingora::server::Server;
+use pingora::services::background::background_service;
+
 use crate::auth::{Auth, JwtAuth};
-use crate::config::{PluginConfig, RateBackend};
+use crate::config::{Config, PluginConfig, RateBackend};
 use crate::context::RequestCtx;
 use crate::cors::Cors;
 use crate::error::Answer;
+use crate::jwt::jwks::{JwksRefresher, RemoteJwks};
+use crate::rate_limit::local::LocalStore;
+use crate::rate_limit::redis::{RedisConnector, RedisStore};
 use crate::rate_limit::{RateLimit, Store};
 
 pub enum Flow {
@@ -52,10 +58,68 @@ pub type Chain = Vec<Box<dyn Plugin>>;
 
 /// What plugins of different routes share: built once, handed to each.
 pub struct Shared {
-    pub jwt: Option<Arc<JwtAuth>>,
-    pub local_limits: Store,
-    /// When `rate_limit_backends.redis` is configured.
-    pub redis_limits: Option<Store>,
+    jwt: Option<Arc<JwtAuth>>,
+    local_limits: Store,
+    /// When some policy keeps its budgets in Redis.
+    redis_limits: Option<Store>,
+}
+
+impl Shared {
+    /// Builds the shared parts, adds the background services that keep them
+    /// fresh (JWKS refresh, Redis connection) to `server`, and fetches JWKS
+    /// URLs once so that tokens verify from the first request.
+    pub fn build(config: &mut Config, server: &mut Server) -> Result<Self, String> {
+        let jwt = config
+            .jwt
+            .take()
+            .map(JwtAuth::new)
+            .transpose()?
+            .map(Arc::new);
+        if let Some(jwt) = &jwt {
+            let sources = jwt.verifier.remote_sources().to_vec();
+            if !sources.is_empty() {
+                fetch_before_listening(&sources);
+                server.add_service(background_service(
+                    "jwks refresh",
+                    JwksRefresher { sources },
+                ));
+            }
+        }
+        let redis_limits = match config.redis_in_use() {
+            Some(settings) => {
+                let store = Arc::new(
+                    RedisStore::new(settings.clone())
+                        .map_err(|e| format!("rate_limit_backends.redis: {e}"))?,
+                );
+                let connector = RedisConnector {
+                    store: store.clone(),
+                };
+                server.add_service(background_service("redis connector", connector));
+                Some(Store::Redis(store))
+            }
+            None => None,
+        };
+        Ok(Shared {
+            jwt,
+            local_limits: Store::Local(Arc::new(LocalStore::new(
+                config.rate_limit_backends.local_max_keys,
+            ))),
+            redis_limits,
+        })
+    }
+}
+
+/// Pingora's runtimes do not exist yet, hence a short-lived one.
+fn fetch_before_listening(sources: &[Arc<RemoteJwks>]) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime for the JWKS fetch");
+    runtime.block_on(async {
+        for source in sources {
+            source.initial_fetch().await;
+        }
+    });
 }
 
 pub fn build_chain(configs: &[PluginConfig], shared: &Shared) -> Chain {
