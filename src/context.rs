@@ -13,6 +13,8 @@ pub struct RequestCtx {
     pub started: Instant,
     pub request_id: String,
     pub peer: Option<IpAddr>,
+    /// The port of the listener the request came in on.
+    pub local_port: Option<u16>,
     pub client_ip: Option<IpAddr>,
     /// The Host the client asked for, without changes.
     pub client_host: Option<String>,
@@ -39,6 +41,7 @@ impl Default for RequestCtx {
             started: Instant::now(),
             request_id: String::new(),
             peer: None,
+            local_port: None,
             client_ip: None,
             client_host: None,
             path: String::new(),

@@ -15,6 +15,8 @@ pub enum Answer {
     Healthy,
     /// An allowed CORS preflight: 204, headers added by the CORS plugin.
     Preflight,
+    /// A plain-HTTP request on a `redirect_to_https` listener: 308 to here.
+    Redirect(String),
     Error(GatewayError),
 }
 

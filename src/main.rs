@@ -9,8 +9,12 @@ use std::sync::Arc;
 
 use clap::Parser;
 use log::{info, warn};
+use pingora::apps::HttpServerOptions;
+use pingora::listeners::tls::TlsSettings;
+use pingora::proxy::HttpProxy;
 use pingora::server::{configuration::Opt, RunArgs, Server};
 use pingora::services::background::background_service;
+use pingora::services::listening::Service;
 
 use api_gateway::access_log::AccessLog;
 use api_gateway::config;
@@ -101,15 +105,45 @@ fn main() -> ExitCode {
     );
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "api-gateway");
-    for address in &config.listeners {
-        proxy.add_tcp(&address.to_string());
-        info!("listening on http://{address}");
+    if let Err(e) = listen(&mut proxy, &config) {
+        return fail(format!("{}: {e}", conf_file.display()));
     }
     server.add_service(proxy);
 
     server.run(RunArgs::default());
     access_log.flush();
     ExitCode::SUCCESS
+}
+
+/// Binds the configured listeners: plain, or TLS with HTTP/2 offered by
+/// ALPN; `server.h2c` adds HTTP/2 with prior knowledge on plain ones.
+fn listen(proxy: &mut Service<HttpProxy<Gateway>>, config: &config::Config) -> Result<(), String> {
+    if config.server.h2c {
+        let mut options = HttpServerOptions::default();
+        options.h2c = true;
+        if let Some(app) = proxy.app_logic_mut() {
+            app.server_options = Some(options);
+        }
+    }
+    for listener in &config.listeners {
+        let address = listener.address.to_string();
+        match &listener.tls {
+            Some(files) => {
+                let mut settings = TlsSettings::intermediate(&files.cert_file, &files.key_file)
+                    .map_err(|e| format!("{address}: {e}"))?;
+                if listener.http2 {
+                    settings.enable_h2();
+                }
+                proxy.add_tls_with_settings(&address, None, settings);
+                info!("listening on https://{address}");
+            }
+            None => {
+                proxy.add_tcp(&address);
+                info!("listening on http://{address}");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Startup errors go to stderr plainly, whatever the log level.

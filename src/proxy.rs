@@ -41,6 +41,8 @@ pub struct Gateway {
     chains: Vec<Chain>,
     /// For requests that match no route.
     default_chain: Chain,
+    /// Listener port to HTTPS port, for `redirect_to_https` listeners.
+    redirects: Vec<(u16, u16)>,
     upstreams: Vec<Upstream>,
     trusted_proxies: TrustedProxies,
     max_body_size: u64,
@@ -59,6 +61,11 @@ impl Gateway {
             routes: RouteTable::new(&config.routes),
             chains,
             default_chain,
+            redirects: config
+                .listeners
+                .iter()
+                .filter_map(|l| l.redirect_to.map(|https| (l.address.port(), https)))
+                .collect(),
             upstreams,
             trusted_proxies: TrustedProxies::new(config.trusted_proxies.clone()),
             max_body_size: config.max_body_size,
@@ -90,6 +97,9 @@ impl Gateway {
         ctx.client_host = header_str(req, "host")
             .or_else(|| req.uri.authority().map(|a| a.as_str()))
             .map(str::to_string);
+        if let Some(location) = self.https_location(req, ctx) {
+            return Err(Answer::Redirect(location));
+        }
 
         ctx.path = path::normalize(req.uri.path())
             .map_err(|e| Answer::Error(GatewayError::BadRequest(e.to_string())))?;
@@ -126,6 +136,25 @@ impl Gateway {
         Ok(())
     }
 
+    /// Where a request on a `redirect_to_https` listener goes instead: the
+    /// same host, path and query on the HTTPS port.
+    fn https_location(&self, req: &RequestHeader, ctx: &RequestCtx) -> Option<String> {
+        let port = ctx.local_port?;
+        let (_, https_port) = self.redirects.iter().find(|(from, _)| *from == port)?;
+        let host = ctx.client_host.as_deref().map_or("localhost", strip_port);
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_string()
+        };
+        let port = match https_port {
+            443 => String::new(),
+            other => format!(":{other}"),
+        };
+        let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
+        Some(format!("https://{host}{port}{target}"))
+    }
+
     /// Writes one of the gateway's own answers; the only place that does.
     async fn answer(&self, session: &mut Session, ctx: &RequestCtx, answer: Answer) -> Result<u16> {
         let (status, content) = match &answer {
@@ -144,6 +173,7 @@ impl Gateway {
                 )),
             ),
             Answer::Preflight => (204, None),
+            Answer::Redirect(_) => (308, Some(("text/plain", Bytes::new()))),
             Answer::Error(e) => (
                 e.status(),
                 Some((
@@ -158,10 +188,14 @@ impl Gateway {
             header.insert_header("content-length", body.len())?;
         }
         header.insert_header(REQUEST_ID, &ctx.request_id)?;
-        if let Answer::Error(e) = &answer {
-            if let Some((name, value)) = e.extra_header() {
-                header.insert_header(name, value)?;
+        match &answer {
+            Answer::Error(e) => {
+                if let Some((name, value)) = e.extra_header() {
+                    header.insert_header(name, value)?;
+                }
             }
+            Answer::Redirect(location) => header.insert_header("location", location)?,
+            _ => {}
         }
         for plugin in self.chain(ctx) {
             plugin.response(session.req_header(), &mut header, ctx)?;
@@ -211,6 +245,10 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.peer = client_peer(session);
+        ctx.local_port = session
+            .server_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.port());
         if let Err(answer) = self.admit(session.req_header(), ctx) {
             self.answer(session, ctx, answer).await?;
             return Ok(true);

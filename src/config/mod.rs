@@ -9,13 +9,14 @@
 mod auth;
 mod cors;
 mod expand;
+mod listeners;
 mod rate_limit;
 mod raw;
 mod units;
 
 use std::collections::HashSet;
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -29,6 +30,7 @@ pub use auth::{
     Requirements, RouteAuth,
 };
 pub use cors::{AllowHeaders, CorsSettings, OriginPattern, Origins};
+pub use listeners::{ListenerSettings, TlsFiles};
 pub use rate_limit::{
     FailureMode, RateBackend, RateKeySource, RateLimitBackends, RateLimitSettings, RedisSettings,
 };
@@ -44,7 +46,7 @@ use raw::{RawConfig, RawRoute, RawUpstream};
 #[derive(Debug)]
 pub struct Config {
     pub server: ServerSettings,
-    pub listeners: Vec<SocketAddr>,
+    pub listeners: Vec<ListenerSettings>,
     pub trusted_proxies: Vec<IpNet>,
     pub max_body_size: u64,
     pub access_log: AccessLogSettings,
@@ -225,25 +227,7 @@ fn validate(raw: RawConfig) -> Result<Config, Problem> {
             .map_err(|e| problem("server.ca_file", format!("cannot read {ca_file}: {e}")))?;
     }
 
-    if raw.listeners.is_empty() {
-        return Err(problem("listeners", "at least one listener is needed"));
-    }
-    let listeners = raw
-        .listeners
-        .iter()
-        .enumerate()
-        .map(|(i, l)| {
-            l.address.parse::<SocketAddr>().map_err(|_| {
-                problem(
-                    format!("listeners[{i}].address"),
-                    format!(
-                        "`{}` is not an IP:port address (e.g. 0.0.0.0:3000)",
-                        l.address
-                    ),
-                )
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let listeners = listeners::validate_listeners(raw.listeners)?;
 
     let trusted_proxies = raw
         .trusted_proxies
@@ -644,7 +628,8 @@ routes:
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/gateway.yaml"))
                 .unwrap();
         let c = parse(&text, &env).unwrap();
-        assert_eq!(c.listeners, vec!["0.0.0.0:3000".parse().unwrap()]);
+        assert_eq!(c.listeners[0].address, "0.0.0.0:3000".parse().unwrap());
+        assert_eq!(c.listeners[0].tls, None);
         let users = &c.upstreams[c.routes[0].upstream];
         assert_eq!(users.instances[0].authority, "user-service:3001");
         let prefixes: Vec<&str> = c.routes.iter().map(|r| r.prefix.as_str()).collect();

@@ -57,6 +57,8 @@ pub struct RawServer {
     #[serde(with = "duration")]
     pub graceful_shutdown_timeout: Duration,
     pub upstream_keepalive_pool_size: usize,
+    /// HTTP/2 without TLS (prior knowledge) on the plain listeners.
+    pub h2c: bool,
 }
 
 impl Default for RawServer {
@@ -73,6 +75,7 @@ impl Default for RawServer {
             grace_period: Duration::from_secs(10),
             graceful_shutdown_timeout: Duration::from_secs(5),
             upstream_keepalive_pool_size: 128,
+            h2c: false,
         }
     }
 }
@@ -81,6 +84,24 @@ impl Default for RawServer {
 #[serde(deny_unknown_fields)]
 pub struct RawListener {
     pub address: String,
+    /// HTTPS with these files; absent: plain HTTP.
+    pub tls: Option<RawTls>,
+    /// With TLS: offer HTTP/2 by ALPN next to HTTP/1.1.
+    #[serde(default = "yes")]
+    pub http2: bool,
+    /// Plain listener only: answer every request with a 308 to the same
+    /// URL on the first TLS listener.
+    #[serde(default)]
+    pub redirect_to_https: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: String,
+    /// PEM private key.
+    pub key_file: String,
 }
 
 fn default_max_body_size() -> ByteSize {
