@@ -6,6 +6,7 @@ pub mod auth;
 pub mod config;
 pub mod context;
 pub mod cors;
+pub mod drain;
 pub mod error;
 pub mod forwarded;
 pub mod jwt;

@@ -18,6 +18,7 @@ use pingora::services::listening::Service;
 
 use api_gateway::access_log::AccessLog;
 use api_gateway::config;
+use api_gateway::drain::{DrainWatch, Draining};
 use api_gateway::plugin::{self, Shared};
 use api_gateway::proxy::Gateway;
 use api_gateway::upstream::Upstream;
@@ -62,6 +63,8 @@ fn main() -> ExitCode {
     }
     if opt.test {
         println!("{}: configuration is valid", conf_file.display());
+        // For scripts/upgrade.sh, which signals the process named there.
+        println!("pid_file: {}", config.server.pid_file);
         return ExitCode::SUCCESS;
     }
 
@@ -70,8 +73,17 @@ fn main() -> ExitCode {
         Err(e) => return fail(format!("{}: {e}", conf_file.display())),
     };
 
+    let daemon = opt.daemon;
     let mut server = Server::new_with_opt_and_conf(opt, config.server.pingora_conf());
+    // With -u this waits for the old process's listening sockets.
     server.bootstrap();
+    // Pingora writes the pid file only as a daemon; an upgrade needs it
+    // either way, and from now on this process holds the sockets.
+    if !daemon {
+        if let Err(e) = std::fs::write(&config.server.pid_file, std::process::id().to_string()) {
+            warn!("cannot write pid_file {}: {e}", config.server.pid_file);
+        }
+    }
 
     let mut upstreams = Vec::new();
     for settings in &config.upstreams {
@@ -96,12 +108,17 @@ fn main() -> ExitCode {
         .collect();
     let default_chain = plugin::build_chain(&config.default_plugins, &shared);
 
+    let draining = Draining::default();
+    let drain_watch = DrainWatch::new(server.watch_execution_phase(), draining.clone());
+    server.add_service(background_service("drain watch", drain_watch));
+
     let gateway = Gateway::new(
         &config,
         chains,
         default_chain,
         upstreams,
         access_log.clone(),
+        draining,
     );
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "api-gateway");

@@ -26,6 +26,7 @@ use pingora::{Error, ErrorType};
 use crate::access_log::{AccessLog, LogEntry};
 use crate::config::Config;
 use crate::context::RequestCtx;
+use crate::drain::Draining;
 use crate::error::{Answer, GatewayError};
 use crate::forwarded::{self, TrustedProxies};
 use crate::path;
@@ -43,6 +44,7 @@ pub struct Gateway {
     default_chain: Chain,
     /// Listener port to HTTPS port, for `redirect_to_https` listeners.
     redirects: Vec<(u16, u16)>,
+    draining: Draining,
     upstreams: Vec<Upstream>,
     trusted_proxies: TrustedProxies,
     max_body_size: u64,
@@ -56,6 +58,7 @@ impl Gateway {
         default_chain: Chain,
         upstreams: Vec<Upstream>,
         access_log: Arc<AccessLog>,
+        draining: Draining,
     ) -> Self {
         Gateway {
             routes: RouteTable::new(&config.routes),
@@ -66,6 +69,7 @@ impl Gateway {
                 .iter()
                 .filter_map(|l| l.redirect_to.map(|https| (l.address.port(), https)))
                 .collect(),
+            draining,
             upstreams,
             trusted_proxies: TrustedProxies::new(config.trusted_proxies.clone()),
             max_body_size: config.max_body_size,
@@ -155,6 +159,14 @@ impl Gateway {
         Some(format!("https://{host}{port}{target}"))
     }
 
+    /// A process being replaced closes each connection after its response,
+    /// so the client's next request goes to the new process.
+    fn close_if_draining(&self, session: &mut Session) {
+        if self.draining.is_draining() {
+            session.set_keepalive(None);
+        }
+    }
+
     /// Writes one of the gateway's own answers; the only place that does.
     async fn answer(&self, session: &mut Session, ctx: &RequestCtx, answer: Answer) -> Result<u16> {
         let (status, content) = match &answer {
@@ -200,6 +212,7 @@ impl Gateway {
         for plugin in self.chain(ctx) {
             plugin.response(session.req_header(), &mut header, ctx)?;
         }
+        self.close_if_draining(session);
         let body = content
             .map(|(_, body)| body)
             .filter(|_| session.req_header().method != "HEAD");
@@ -379,6 +392,7 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        self.close_if_draining(session);
         upstream_response.insert_header(REQUEST_ID, &ctx.request_id)?;
         for plugin in self.chain(ctx) {
             plugin.response(session.req_header(), upstream_response, ctx)?;
