@@ -97,18 +97,25 @@ impl Plugin for Auth {
             return Flow::Continue;
         }
         let Some(token) = self.shared.token(req) else {
-            return match rule.mode {
-                AuthMode::Required => Flow::Respond(Answer::Error(GatewayError::MissingToken)),
-                _ => Flow::Continue,
-            };
+            if rule.mode != AuthMode::Required {
+                return Flow::Continue;
+            }
+            ctx.jwt_rejection = Some("missing_token");
+            return Flow::Respond(Answer::Error(GatewayError::MissingToken));
         };
         match self.shared.verifier.verify(token).await {
-            Err(e) => Flow::Respond(Answer::Error(GatewayError::InvalidToken(e.reason()))),
+            Err(e) => {
+                ctx.jwt_rejection = Some(e.code());
+                Flow::Respond(Answer::Error(GatewayError::InvalidToken(e.reason())))
+            }
             Ok(claims) if satisfies(&rule.require, &claims) => {
                 ctx.claims = Some(claims);
                 Flow::Continue
             }
-            Ok(_) => Flow::Respond(Answer::Error(GatewayError::InsufficientScope)),
+            Ok(_) => {
+                ctx.jwt_rejection = Some("insufficient_scope");
+                Flow::Respond(Answer::Error(GatewayError::InsufficientScope))
+            }
         }
     }
 

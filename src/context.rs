@@ -30,6 +30,12 @@ pub struct RequestCtx {
     pub rate_limit: Option<Decision>,
     pub body_bytes: u64,
     pub attempts: u8,
+    /// For the metrics: counted in `gateway_requests_in_flight`.
+    pub in_flight: bool,
+    pub connect_failures: u8,
+    pub timed_out: bool,
+    /// The auth plugin's refusal, as a metric label.
+    pub jwt_rejection: Option<&'static str>,
     pub upstream_addr: Option<SocketAddr>,
     pub failed_addr: Option<SocketAddr>,
     pub instance: Option<Arc<InstanceUrl>>,
@@ -51,6 +57,10 @@ impl Default for RequestCtx {
             rate_limit: None,
             body_bytes: 0,
             attempts: 0,
+            in_flight: false,
+            connect_failures: 0,
+            timed_out: false,
+            jwt_rejection: None,
             upstream_addr: None,
             failed_addr: None,
             instance: None,

@@ -10,6 +10,7 @@ pub mod drain;
 pub mod error;
 pub mod forwarded;
 pub mod jwt;
+pub mod metrics;
 pub mod path;
 pub mod plugin;
 pub mod proxy;

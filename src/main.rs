@@ -15,10 +15,12 @@ use pingora::proxy::HttpProxy;
 use pingora::server::{configuration::Opt, RunArgs, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
+use pingora_prometheus::prometheus_http_service;
 
 use api_gateway::access_log::AccessLog;
 use api_gateway::config;
 use api_gateway::drain::{DrainWatch, Draining};
+use api_gateway::metrics::{HealthGauges, Metrics};
 use api_gateway::plugin::{self, Shared};
 use api_gateway::proxy::Gateway;
 use api_gateway::upstream::Upstream;
@@ -91,7 +93,7 @@ fn main() -> ExitCode {
         if let Some(refresher) = refresher {
             server.add_service(refresher);
         }
-        upstreams.push(upstream);
+        upstreams.push(Arc::new(upstream));
     }
     if let Some(writer) = access_log.writer() {
         server.add_service(background_service("access log", writer));
@@ -112,11 +114,32 @@ fn main() -> ExitCode {
     let drain_watch = DrainWatch::new(server.watch_execution_phase(), draining.clone());
     server.add_service(background_service("drain watch", drain_watch));
 
+    let metrics = match config.admin {
+        Some(address) => match Metrics::register() {
+            Ok(metrics) => {
+                let metrics = Arc::new(metrics);
+                let mut exporter = prometheus_http_service();
+                exporter.add_tcp(&address.to_string());
+                server.add_service(exporter);
+                let gauges = HealthGauges {
+                    metrics: metrics.clone(),
+                    upstreams: upstreams.clone(),
+                };
+                server.add_service(background_service("health gauges", gauges));
+                info!("metrics on http://{address}/metrics");
+                Some(metrics)
+            }
+            Err(e) => return fail(format!("metrics: {e}")),
+        },
+        None => None,
+    };
+
     let gateway = Gateway::new(
         &config,
         chains,
         default_chain,
         upstreams,
+        metrics,
         access_log.clone(),
         draining,
     );

@@ -29,6 +29,7 @@ use crate::context::RequestCtx;
 use crate::drain::Draining;
 use crate::error::{Answer, GatewayError};
 use crate::forwarded::{self, TrustedProxies};
+use crate::metrics::{Metrics, Observation};
 use crate::path;
 use crate::plugin::{Chain, Flow, Plugin};
 use crate::routing::RouteTable;
@@ -45,7 +46,8 @@ pub struct Gateway {
     /// Listener port to HTTPS port, for `redirect_to_https` listeners.
     redirects: Vec<(u16, u16)>,
     draining: Draining,
-    upstreams: Vec<Upstream>,
+    upstreams: Vec<Arc<Upstream>>,
+    metrics: Option<Arc<Metrics>>,
     trusted_proxies: TrustedProxies,
     max_body_size: u64,
     access_log: Arc<AccessLog>,
@@ -56,7 +58,8 @@ impl Gateway {
         config: &Config,
         chains: Vec<Chain>,
         default_chain: Chain,
-        upstreams: Vec<Upstream>,
+        upstreams: Vec<Arc<Upstream>>,
+        metrics: Option<Arc<Metrics>>,
         access_log: Arc<AccessLog>,
         draining: Draining,
     ) -> Self {
@@ -71,6 +74,7 @@ impl Gateway {
                 .collect(),
             draining,
             upstreams,
+            metrics,
             trusted_proxies: TrustedProxies::new(config.trusted_proxies.clone()),
             max_body_size: config.max_body_size,
             access_log,
@@ -85,7 +89,7 @@ impl Gateway {
 
     fn upstream_of(&self, ctx: &RequestCtx) -> Option<&Upstream> {
         ctx.route
-            .map(|i| &self.upstreams[self.routes.get(i).upstream])
+            .map(|i| &*self.upstreams[self.routes.get(i).upstream])
     }
 
     /// Fills the context from the request head; `Err` is the answer to give
@@ -257,6 +261,10 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if let Some(metrics) = &self.metrics {
+            metrics.in_flight.inc();
+            ctx.in_flight = true;
+        }
         ctx.peer = client_peer(session);
         ctx.local_port = session
             .server_addr()
@@ -309,6 +317,7 @@ impl ProxyHttp for Gateway {
         mut e: Box<Error>,
     ) -> Box<Error> {
         ctx.failed_addr = ctx.upstream_addr;
+        ctx.connect_failures += 1;
         let another_try = ctx.attempts < 2
             && session.req_header().method.is_idempotent()
             && self
@@ -406,7 +415,13 @@ impl ProxyHttp for Gateway {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let error_code = match GatewayError::from_proxy_error(e) {
+        let error = GatewayError::from_proxy_error(e);
+        ctx.timed_out = error == Some(GatewayError::GatewayTimeout);
+        // The connection is closed after this answer (its state is unknown),
+        // so the answer says so: a client must not send its next request
+        // down it.
+        session.set_keepalive(None);
+        let error_code = match error {
             // Once the response has started there is no way to change it.
             Some(err) if session.response_written().is_none() => self
                 .answer(session, ctx, Answer::Error(err))
@@ -445,6 +460,23 @@ impl ProxyHttp for Gateway {
             user_agent: header_str(req, "user-agent"),
         };
         self.access_log.record(&entry);
+
+        if let Some(metrics) = &self.metrics {
+            if ctx.in_flight {
+                metrics.in_flight.dec();
+            }
+            metrics.observe(&Observation {
+                route: entry.route,
+                upstream: entry.upstream,
+                method: entry.method,
+                status,
+                duration: entry.duration_ms,
+                connect_failures: ctx.connect_failures,
+                timed_out: ctx.timed_out,
+                jwt_rejection: ctx.jwt_rejection,
+                rate_limited: ctx.rate_limit.is_some_and(|d| !d.allowed),
+            });
+        }
     }
 }
 

@@ -89,6 +89,17 @@ impl Upstream {
         (upstream, background)
     }
 
+    /// Each instance's address and whether it is healthy (true without
+    /// health checks), for the metrics.
+    pub fn health(&self) -> Vec<(SocketAddr, bool)> {
+        let backends = self.pool.backends();
+        backends
+            .get_backend()
+            .iter()
+            .filter_map(|b| Some((*b.addr.as_inet()?, backends.ready(b))))
+            .collect()
+    }
+
     pub fn has_alternatives(&self) -> bool {
         self.instance_count > 1 || self.pool.backends().get_backend().len() > 1
     }

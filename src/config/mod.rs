@@ -16,7 +16,7 @@ mod units;
 
 use std::collections::HashSet;
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -51,6 +51,8 @@ pub struct Config {
     pub max_body_size: u64,
     pub access_log: AccessLogSettings,
     pub jwt: Option<JwtSettings>,
+    /// Where Prometheus metrics are served; `None`: not at all.
+    pub admin: Option<SocketAddr>,
     pub upstreams: Vec<UpstreamSettings>,
     pub routes: Vec<RouteSettings>,
     /// The plugins for requests that match no route (CORS on their 404s).
@@ -253,6 +255,28 @@ fn validate(raw: RawConfig) -> Result<Config, Problem> {
         },
     };
 
+    let admin = match raw.admin {
+        Some(admin) => {
+            let address: SocketAddr = admin.address.parse().map_err(|_| {
+                problem(
+                    "admin.address",
+                    format!(
+                        "`{}` is not an IP:port address (e.g. 127.0.0.1:9090)",
+                        admin.address
+                    ),
+                )
+            })?;
+            if listeners.iter().any(|l| l.address.port() == address.port()) {
+                return Err(problem(
+                    "admin.address",
+                    "metrics need a port of their own, not a public listener's",
+                ));
+            }
+            Some(address)
+        }
+        None => None,
+    };
+
     let mut warnings = Vec::new();
     let jwt = raw
         .jwt
@@ -313,6 +337,7 @@ fn validate(raw: RawConfig) -> Result<Config, Problem> {
         max_body_size: raw.max_body_size.0,
         access_log,
         jwt,
+        admin,
         upstreams,
         routes,
         default_plugins: cors

@@ -26,6 +26,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub access_log: RawAccessLog,
     pub jwt: Option<RawJwt>,
+    /// Prometheus metrics at `/metrics` on their own listener.
+    pub admin: Option<RawAdmin>,
     /// For every route that does not have its own, and for requests that
     /// match no route.
     pub cors: Option<RawCors>,
@@ -36,6 +38,13 @@ pub struct RawConfig {
     pub rate_limit_backends: RawRateLimitBackends,
     pub upstreams: BTreeMap<String, RawUpstream>,
     pub routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// Keep it off the public network, e.g. 127.0.0.1:9090.
+    pub address: String,
 }
 
 /// Pingora's own settings; `ServerConf` is built from these in code.

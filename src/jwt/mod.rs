@@ -42,6 +42,21 @@ pub enum TokenError {
 }
 
 impl TokenError {
+    /// A short label for the metrics.
+    pub fn code(self) -> &'static str {
+        match self {
+            TokenError::Malformed => "malformed",
+            TokenError::UnknownKey => "unknown_key",
+            TokenError::BadSignature => "bad_signature",
+            TokenError::Expired => "expired",
+            TokenError::NotYetValid => "not_yet_valid",
+            TokenError::IssuedInFuture => "issued_in_future",
+            TokenError::WrongIssuer => "wrong_issuer",
+            TokenError::WrongAudience => "wrong_audience",
+            TokenError::MissingClaim => "missing_claim",
+        }
+    }
+
     pub fn reason(self) -> &'static str {
         match self {
             TokenError::Malformed => "malformed token",

@@ -1,0 +1,163 @@
+//! Prometheus metrics on the admin listener, scraped from the real binary
+//! after traffic of every kind the metrics count.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::jwt::{claims, mint, one};
+use support::*;
+
+const SECRET: &str = "metrics-test-secret-0123456789abcdef";
+
+/// The value of the sample of `name` whose labels include all of `labels`.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .find(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_requests_rejections_limits_and_upstream_failures() {
+    let upstream = Upstream::start("svc").await;
+    let admin = free_port();
+    let gw = Gateway::start(&format!(
+        "listeners: [{{address: '127.0.0.1:{{port}}'}}]
+admin: {{address: '127.0.0.1:{admin}'}}
+jwt: {{keys: [{{secret: '{SECRET}'}}]}}
+upstreams:
+  svc: {{instances: ['{}'], timeouts: {{read: 1s}}}}
+  dead: {{instances: ['http://127.0.0.1:{}'], timeouts: {{connect: 1s}}}}
+routes:
+  - {{prefix: /users, upstream: svc, auth: required}}
+  - {{prefix: /limited, upstream: svc, rate_limit: {{requests: 1, per: 1h}}}}
+  - {{prefix: /open, upstream: svc}}
+  - {{prefix: /dead, upstream: dead}}
+",
+        upstream.url(),
+        free_port()
+    ))
+    .await;
+    let token = one(mint("HS256", SECRET, claims("u", json!({}))));
+    let c = client();
+    let get = |path: &str| c.get(gw.url(path));
+    let statuses = [
+        get("/users/me")
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        get("/users/me")
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        get("/users/me").send().await.unwrap().status(),
+        get("/users/me")
+            .bearer_auth("junk")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        get("/limited/a").send().await.unwrap().status(),
+        get("/limited/a").send().await.unwrap().status(),
+        get("/dead/x").send().await.unwrap().status(),
+        get("/open/slow").send().await.unwrap().status(),
+        get("/nowhere").send().await.unwrap().status(),
+        c.request(
+            reqwest::Method::from_bytes(b"BREW").unwrap(),
+            gw.url("/open/x"),
+        )
+        .send()
+        .await
+        .unwrap()
+        .status(),
+    ];
+    let statuses: Vec<u16> = statuses.iter().map(|s| s.as_u16()).collect();
+    assert_eq!(statuses, [200, 200, 401, 401, 200, 429, 502, 504, 404, 200]);
+
+    // Off the public port.
+    assert_eq!(get("/metrics").send().await.unwrap().status(), 404);
+
+    let metrics_url = format!("http://127.0.0.1:{admin}/metrics");
+    let scrape = || async {
+        client()
+            .get(&metrics_url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    // The health gauges are set once a second.
+    wait_until(Duration::from_secs(5), "the health gauges", || async {
+        scrape()
+            .await
+            .contains("gateway_upstream_instance_healthy{")
+    })
+    .await;
+    let text = scrape().await;
+
+    let requests = |route: &str, method: &str, status: &str| {
+        sample(
+            &text,
+            "gateway_requests_total",
+            &[("route", route), ("method", method), ("status", status)],
+        )
+    };
+    assert_eq!(requests("/users", "GET", "2xx"), Some(2.0), "{text}");
+    assert_eq!(requests("/users", "GET", "4xx"), Some(2.0));
+    assert_eq!(requests("/limited", "GET", "4xx"), Some(1.0));
+    assert_eq!(requests("/dead", "GET", "5xx"), Some(1.0));
+    // /nowhere, and /metrics asked of the public port.
+    assert_eq!(requests("none", "GET", "4xx"), Some(2.0));
+    assert_eq!(requests("/open", "OTHER", "2xx"), Some(1.0));
+    let reason = |r: &str| sample(&text, "gateway_jwt_rejections_total", &[("reason", r)]);
+    assert_eq!(reason("missing_token"), Some(1.0));
+    assert_eq!(reason("malformed"), Some(1.0));
+    assert_eq!(
+        sample(
+            &text,
+            "gateway_rate_limited_total",
+            &[("route", "/limited")]
+        ),
+        Some(1.0)
+    );
+    let errors = |up: &str, kind: &str| {
+        sample(
+            &text,
+            "gateway_upstream_errors_total",
+            &[("upstream", up), ("kind", kind)],
+        )
+    };
+    assert!(errors("dead", "connect") >= Some(1.0), "{text}");
+    assert_eq!(errors("svc", "timeout"), Some(1.0));
+    assert_eq!(
+        sample(
+            &text,
+            "gateway_request_duration_seconds_count",
+            &[("route", "/users")]
+        ),
+        Some(4.0)
+    );
+    assert_eq!(sample(&text, "gateway_requests_in_flight", &[]), Some(0.0));
+    let instance = upstream.url().replace("http://", "");
+    assert_eq!(
+        sample(
+            &text,
+            "gateway_upstream_instance_healthy",
+            &[("upstream", "svc"), ("instance", &instance)]
+        ),
+        Some(1.0)
+    );
+}
