@@ -11,20 +11,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 passes="${1:-2}"
-cargo build --release --quiet --bin api-gateway
-bin="${CARGO_TARGET_DIR:-target}/release/api-gateway"
-work="$(mktemp -d)"
+source benches/common.sh
 upstream_port=18081 gateway_port=18080
 
-cat > "$work/nginx.conf" <<CONF
-worker_processes 1; pid $work/nginx.pid; error_log $work/nginx-error.log;
-events { worker_connections 1024; }
-http { access_log off;
-  server { listen 127.0.0.1:$upstream_port; keepalive_requests 1000000;
-    location / { default_type application/json; return 200 '{"id":1,"name":"Ada"}'; } } }
-CONF
-taskset -c 1 nginx -c "$work/nginx.conf"
-trap 'kill "$(cat "$work/nginx.pid")" 2>/dev/null || true; rm -rf "$work"' EXIT
+start_upstream "$upstream_port" taskset -c 1
 
 config() { # $1 = access_log value
     cat <<CONF

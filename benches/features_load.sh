@@ -15,24 +15,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 passes="${1:-2}"
-cargo build --release --quiet --bin api-gateway
-bin="${CARGO_TARGET_DIR:-target}/release/api-gateway"
-work="$(mktemp -d)"
+source benches/common.sh
 upstream_port=18081 gateway_port=18080 redis_port=18082
 secret="load-test-secret-0123456789abcdef"
 
-cat > "$work/nginx.conf" <<CONF
-worker_processes 1; pid $work/nginx.pid; error_log $work/nginx-error.log;
-events { worker_connections 1024; }
-http { access_log off;
-  server { listen 127.0.0.1:$upstream_port; keepalive_requests 1000000;
-    location / { default_type application/json; return 200 '{"id":1,"name":"Ada"}'; } } }
-CONF
-taskset -c 1 nginx -c "$work/nginx.conf"
+start_upstream "$upstream_port" taskset -c 1
 taskset -c 1 redis-server --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no >/dev/null &
-redis_pid=$!
-gateway_pid=""
-trap 'kill "$(cat "$work/nginx.pid")" $redis_pid $gateway_pid 2>/dev/null || true; rm -rf "$work"' EXIT
+stop_on_exit+=($!)
 
 openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$work/rs.key" 2>/dev/null
 openssl pkey -in "$work/rs.key" -pubout -out "$work/rs.pem"
@@ -63,6 +52,7 @@ routes:
 CONF
 taskset -c 0 "$bin" -c "$work/gw.yaml" >/dev/null 2>&1 &
 gateway_pid=$!
+stop_on_exit+=("$gateway_pid")
 for _ in $(seq 200); do curl -sf -o /dev/null "127.0.0.1:$gateway_port/" && break; sleep 0.05; done
 # Until the gateway has reached Redis, the redis route passes unlimited.
 for _ in $(seq 100); do
