@@ -1,16 +1,18 @@
 //! The gateway as Pingora sees it: one `ProxyHttp` whose phases stay short
 //! and hand the real work to the modules that own it.
 //!
-//! request_filter          normalize the path, answer `/` and `/healthz`,
-//!                         pick the route, refuse oversized bodies, then
-//!                         the route's plugins (auth), which may answer
+//! request_filter          redirect to HTTPS, normalize the path, answer
+//!                         `/` and `/healthz`, pick the route, refuse
+//!                         oversized bodies, then the route's plugins (CORS,
+//!                         rate limit, auth), which may answer
 //! upstream_peer           pick an instance of the route's upstream
 //! fail_to_connect         retry an idempotent request once elsewhere
 //! upstream_request_filter rewrite the URI, Host and X-Forwarded-* headers;
 //!                         plugins add theirs (claim headers)
-//! response_filter         return the request id; plugins add theirs
+//! response_filter         return the request id; plugins add theirs (CORS,
+//!                         RateLimit-*); `Connection: close` while draining
 //! fail_to_proxy           turn a failure into a JSON 4xx/5xx
-//! logging                 one access-log line
+//! logging                 one access-log line and the metrics
 
 use std::net::IpAddr;
 use std::sync::Arc;
