@@ -375,19 +375,9 @@ fn validate_override(
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{env, error_of};
+    use super::super::tests::{assert_errors, env, with_route};
     use super::super::{parse, Config, PluginConfig};
     use super::*;
-
-    const BASE: &str = "
-listeners: [{address: '127.0.0.1:3000'}]
-upstreams:
-  users: {instances: ['http://127.0.0.1:3001']}
-";
-
-    fn with(jwt: &str, route: &str) -> String {
-        format!("{BASE}{jwt}routes:\n  - {{prefix: /users, upstream: users, {route}}}\n")
-    }
 
     fn ok(yaml: &str) -> Config {
         parse(yaml, &env).unwrap_or_else(|e| panic!("{e:?} for\n{yaml}"))
@@ -397,7 +387,7 @@ upstreams:
 
     #[test]
     fn a_secret_defaults_to_hs256_and_routes_get_their_policy() {
-        let c = ok(&with(
+        let c = ok(&with_route(
             JWT,
             "auth: required, require: {scopes: [a]}, auth_overrides: [{methods: [POST], path: /users/login, auth: off}]",
         ));
@@ -419,7 +409,7 @@ upstreams:
 
     #[test]
     fn an_empty_secret_is_a_warning_not_an_error() {
-        let c = ok(&with(
+        let c = ok(&with_route(
             "jwt: {keys: [{secret: '${NOT_SET:-}'}]}\n",
             "auth: required",
         ));
@@ -433,7 +423,7 @@ upstreams:
 
     #[test]
     fn without_a_jwt_section_routes_have_no_auth_plugin() {
-        let c = ok(&with("", "auth: off"));
+        let c = ok(&with_route("", "auth: off"));
         assert!(c.routes[0].plugins.is_empty());
     }
 
@@ -441,100 +431,94 @@ upstreams:
     fn bad_auth_configs_name_key_and_reason() {
         let cases: Vec<(String, &str)> = vec![
             (
-                with("", "auth: required"),
+                with_route("", "auth: required"),
                 "routes[0].auth: verifying tokens needs a `jwt:` section",
             ),
-            (with(JWT, "auth: maybe"), "routes[0].auth: unknown variant `maybe`"),
+            (with_route(JWT, "auth: maybe"), "routes[0].auth: unknown variant `maybe`"),
             (
-                with(JWT, "auth: optional, require: {roles: [admin]}"),
+                with_route(JWT, "auth: optional, require: {roles: [admin]}"),
                 "routes[0].require: only applies with `auth: required`",
             ),
             (
-                with(JWT, "auth_overrides: [{path: /orders/x, auth: off}]"),
+                with_route(JWT, "auth_overrides: [{path: /orders/x, auth: off}]"),
                 "routes[0].auth_overrides[0].path: `/orders/x` is outside the route's prefix `/users`",
             ),
             (
-                with(JWT, "auth_overrides: [{path: /users/../x, auth: off}]"),
+                with_route(JWT, "auth_overrides: [{path: /users/../x, auth: off}]"),
                 "routes[0].auth_overrides[0].path: `/users/../x` is not a normalized path",
             ),
             (
-                with(JWT, "auth_overrides: [{auth: off}]"),
+                with_route(JWT, "auth_overrides: [{auth: off}]"),
                 "routes[0].auth_overrides[0]: give exactly one of path, prefix",
             ),
             (
-                with(JWT, "auth_overrides: [{methods: [post], path: /users/login, auth: off}]"),
+                with_route(JWT, "auth_overrides: [{methods: [post], path: /users/login, auth: off}]"),
                 "routes[0].auth_overrides[0].methods[0]: `post` is not an HTTP method in upper case",
             ),
             (
-                with("jwt: {keys: [{secret: x, algorithms: [RS256]}]}\n", ""),
+                with_route("jwt: {keys: [{secret: x, algorithms: [RS256]}]}\n", ""),
                 "jwt.keys[0].algorithms: a secret verifies HS256, HS384 or HS512 only",
             ),
             (
-                with("jwt: {keys: [{secret: x, algorithms: [HS257]}]}\n", ""),
+                with_route("jwt: {keys: [{secret: x, algorithms: [HS257]}]}\n", ""),
                 "jwt.keys[0].algorithms[0]: unknown variant `HS257`",
             ),
             (
-                with("jwt: {keys: [{algorithms: [none]}]}\n", ""),
+                with_route("jwt: {keys: [{algorithms: [none]}]}\n", ""),
                 "jwt.keys[0].algorithms[0]: unknown variant `none`",
             ),
             (
-                with("jwt: {keys: [{secret: x, public_key_file: /k.pem}]}\n", ""),
+                with_route("jwt: {keys: [{secret: x, public_key_file: /k.pem}]}\n", ""),
                 "jwt.keys[0]: give exactly one of secret, public_key_file, jwks_file, jwks_url",
             ),
             (
-                with("jwt: {keys: [{public_key_file: /nonexistent.pem}]}\n", ""),
+                with_route("jwt: {keys: [{public_key_file: /nonexistent.pem}]}\n", ""),
                 "jwt.keys[0].algorithms: list the algorithms this key verifies",
             ),
             (
-                with("jwt: {keys: [{public_key_file: /nonexistent.pem, algorithms: [RS256]}]}\n", ""),
+                with_route("jwt: {keys: [{public_key_file: /nonexistent.pem, algorithms: [RS256]}]}\n", ""),
                 "jwt.keys[0].public_key_file: cannot read /nonexistent.pem",
             ),
             (
-                with("jwt: {keys: [{public_key_file: /etc/hostname, algorithms: [ES256]}]}\n", ""),
+                with_route("jwt: {keys: [{public_key_file: /etc/hostname, algorithms: [ES256]}]}\n", ""),
                 "jwt.keys[0].public_key_file: /etc/hostname: not an EC public key in PEM",
             ),
             (
-                with("jwt: {keys: [{jwks_url: 'ftp://idp/keys', algorithms: [RS256]}]}\n", ""),
+                with_route("jwt: {keys: [{jwks_url: 'ftp://idp/keys', algorithms: [RS256]}]}\n", ""),
                 "jwt.keys[0].jwks_url: `ftp://idp/keys` is not an http(s) URL",
             ),
             (
-                with("jwt: {keys: [{secret: x, jwks: {timeout: 1s}}]}\n", ""),
+                with_route("jwt: {keys: [{secret: x, jwks: {timeout: 1s}}]}\n", ""),
                 "jwt.keys[0].jwks: only goes with jwks_url",
             ),
             (
-                with(
+                with_route(
                     "jwt: {keys: [{jwks_url: 'http://idp/k', algorithms: [RS256], jwks: {timeout: 0s}}]}\n",
                     "",
                 ),
                 "jwt.keys[0].jwks.timeout: must be more than zero",
             ),
             (
-                with("jwt: {keys: [{secret: x}], claim_headers: {sub: Authorization}}\n", ""),
+                with_route("jwt: {keys: [{secret: x}], claim_headers: {sub: Authorization}}\n", ""),
                 "jwt.claim_headers.sub: `Authorization` cannot carry a claim",
             ),
             (
-                with("jwt: {keys: [{secret: x}], claim_headers: {sub: 'X User'}}\n", ""),
+                with_route("jwt: {keys: [{secret: x}], claim_headers: {sub: 'X User'}}\n", ""),
                 "jwt.claim_headers.sub: `X User` is not a header name",
             ),
             (
-                with("jwt: {keys: [{secret: x}], leeway: 1h}\n", ""),
+                with_route("jwt: {keys: [{secret: x}], leeway: 1h}\n", ""),
                 "jwt.leeway: at most 5m",
             ),
             (
-                with("jwt: {keys: [{secret: x}], cookie: 'a;b'}\n", ""),
+                with_route("jwt: {keys: [{secret: x}], cookie: 'a;b'}\n", ""),
                 "jwt.cookie: `a;b` is not a cookie name",
             ),
             (
-                with("jwt: {keys: [{secret: x}], issuer: me}\n", ""),
+                with_route("jwt: {keys: [{secret: x}], issuer: me}\n", ""),
                 "jwt.issuer: unknown field `issuer`",
             ),
         ];
-        for (yaml, expected) in cases {
-            let message = error_of(&yaml);
-            assert!(
-                message.contains(expected),
-                "for\n{yaml}\nexpected `{expected}` in `{message}`"
-            );
-        }
+        assert_errors(&cases);
     }
 }

@@ -610,6 +610,13 @@ fn validate_host(host: &str) -> Result<String, String> {
 mod tests {
     use super::*;
 
+    /// A listener and one upstream, `users`: what every test config needs.
+    const HEAD: &str = "
+listeners: [{address: '127.0.0.1:3000'}]
+upstreams:
+  users: {instances: ['http://127.0.0.1:3001']}
+";
+
     const BASE: &str = "
 listeners: [{address: '127.0.0.1:3000'}]
 upstreams:
@@ -617,6 +624,23 @@ upstreams:
 routes:
   - {prefix: /users, upstream: users}
 ";
+
+    /// `HEAD`, then `top` (top-level sections), then one `/users` route
+    /// with the extra `route` keys.
+    pub(super) fn with_route(top: &str, route: &str) -> String {
+        format!("{HEAD}{top}\nroutes:\n  - {{prefix: /users, upstream: users, {route}}}\n")
+    }
+
+    /// Each document fails with a message containing its expected text.
+    pub(super) fn assert_errors(cases: &[(String, &str)]) {
+        for (yaml, expected) in cases {
+            let message = error_of(yaml);
+            assert!(
+                message.contains(expected),
+                "for\n{yaml}\nexpected `{expected}` in `{message}`"
+            );
+        }
+    }
 
     /// The environment every config test runs with.
     pub(super) fn env(name: &str) -> Option<String> {
@@ -796,13 +820,7 @@ routes:
                 "missing field `listeners`",
             ),
         ];
-        for (yaml, expected) in cases {
-            let message = error_of(&yaml);
-            assert!(
-                message.contains(expected),
-                "for\n{yaml}\nexpected `{expected}` in `{message}`"
-            );
-        }
+        assert_errors(&cases);
     }
 
     #[test]

@@ -150,24 +150,14 @@ pub(super) fn validate_rate_limit(
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{env, error_of};
+    use super::super::tests::{assert_errors, env, with_route};
     use super::super::{parse, PluginConfig};
     use super::*;
-
-    const BASE: &str = "
-listeners: [{address: '127.0.0.1:3000'}]
-upstreams:
-  users: {instances: ['http://127.0.0.1:3001']}
-";
-
-    fn with(global: &str, route: &str) -> String {
-        format!("{BASE}{global}\nroutes:\n  - {{prefix: /users, upstream: users, {route}}}\n")
-    }
 
     #[test]
     fn routes_inherit_the_global_policy_or_get_their_own_scope() {
         let c = parse(
-            &with(
+            &with_route(
                 "rate_limit: {requests: 100, per: 1m}",
                 "rate_limit: {requests: 5, key: {by: header, name: X-Api-Key}}",
             ),
@@ -195,58 +185,52 @@ upstreams:
     fn bad_rate_limits_name_key_and_reason() {
         let cases: Vec<(String, &str)> = vec![
             (
-                with("rate_limit: {per: 1s}", ""),
+                with_route("rate_limit: {per: 1s}", ""),
                 "rate_limit.requests: give the number of requests",
             ),
             (
-                with("rate_limit: {requests: 0}", ""),
+                with_route("rate_limit: {requests: 0}", ""),
                 "rate_limit.requests: give the number of requests",
             ),
             (
-                with("", "rate_limit: {requests: 10, burst: 0}"),
+                with_route("", "rate_limit: {requests: 10, burst: 0}"),
                 "routes[0].rate_limit.burst: must be at least 1",
             ),
             (
-                with("rate_limit: {requests: 10, per: 0s}", ""),
+                with_route("rate_limit: {requests: 10, per: 0s}", ""),
                 "rate_limit.per: too short",
             ),
             (
-                with("rate_limit: {requests: 10, key: {by: cookie}}", ""),
+                with_route("rate_limit: {requests: 10, key: {by: cookie}}", ""),
                 "rate_limit.key.by: unknown variant `cookie`",
             ),
             (
-                with(
+                with_route(
                     "rate_limit: {requests: 10, key: {by: header, name: 'a b'}}",
                     "",
                 ),
                 "rate_limit.key.name: `a b` is not a header name",
             ),
             (
-                with("rate_limit: {requests: 10, backend: redis}", ""),
+                with_route("rate_limit: {requests: 10, backend: redis}", ""),
                 "rate_limit.backend: redis needs rate_limit_backends.redis.url",
             ),
             (
-                with("rate_limit_backends: {redis: {url: 'http://x'}}", ""),
+                with_route("rate_limit_backends: {redis: {url: 'http://x'}}", ""),
                 "rate_limit_backends.redis.url: `http://x` is not a Redis URL",
             ),
             (
-                with(
+                with_route(
                     "rate_limit_backends: {redis: {url: 'redis://x', on_failure: maybe}}",
                     "",
                 ),
                 "rate_limit_backends.redis.on_failure: unknown variant `maybe`",
             ),
             (
-                with("rate_limit_backends: {local: {max_keys: 0}}", ""),
+                with_route("rate_limit_backends: {local: {max_keys: 0}}", ""),
                 "rate_limit_backends.local.max_keys: must be more than zero",
             ),
         ];
-        for (yaml, expected) in cases {
-            let message = error_of(&yaml);
-            assert!(
-                message.contains(expected),
-                "for\n{yaml}\nexpected `{expected}` in `{message}`"
-            );
-        }
+        assert_errors(&cases);
     }
 }
