@@ -19,11 +19,18 @@ use pingora_prometheus::prometheus_http_service;
 
 use api_gateway::access_log::AccessLog;
 use api_gateway::config;
-use api_gateway::drain::{DrainWatch, Draining};
+use api_gateway::drain::{Draining, PhaseWatch};
 use api_gateway::metrics::{HealthGauges, Metrics};
 use api_gateway::plugin::{self, Shared};
 use api_gateway::proxy::Gateway;
 use api_gateway::upstream::Upstream;
+
+// glibc's malloc was about 12% of the CPU under load (fastbin
+// consolidation, free-list walks); mimalloc cut instructions per request by
+// 16%. Built with `no_thp`: with transparent huge pages its arenas doubled
+// the idle RSS (28 MB against 13).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const DEFAULT_CONF: &str = "conf/gateway.yaml";
 
@@ -111,8 +118,12 @@ fn main() -> ExitCode {
     let default_chain = plugin::build_chain(&config.default_plugins, &shared);
 
     let draining = Draining::default();
-    let drain_watch = DrainWatch::new(server.watch_execution_phase(), draining.clone());
-    server.add_service(background_service("drain watch", drain_watch));
+    let phase_watch = PhaseWatch::new(
+        server.watch_execution_phase(),
+        draining.clone(),
+        access_log.clone(),
+    );
+    server.add_service(background_service("phase watch", phase_watch));
 
     let metrics = match config.admin {
         Some(address) => match Metrics::register() {

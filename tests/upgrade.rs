@@ -1,6 +1,6 @@
 //! Zero-downtime reloads with `scripts/upgrade.sh`, against the real binary
-//! under a steady, bounded load over keep-alive connections, and the drain
-//! on SIGTERM.
+//! under a steady, bounded load over keep-alive connections, the drain on
+//! SIGTERM, and the fast exit on SIGINT.
 
 mod support;
 
@@ -191,14 +191,72 @@ async fn sigterm_drains_in_flight_requests_and_exits() {
     // New connections are refused once draining started.
     assert!(client().get(gw.url("/a/x")).send().await.is_err());
     wait_until(Duration::from_secs(15), "the gateway to exit", || async {
-        !Path::new(&format!("/proc/{}", pid.trim())).exists()
-            || std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()))
-                .is_ok_and(|s| s.contains(") Z "))
+        has_exited(&pid)
     })
     .await;
     assert!(
         started.elapsed() < Duration::from_secs(5 + 1 + 5),
         "{:?}",
         started.elapsed()
+    );
+}
+
+/// Gone, or a zombie (its parent, the test, has not reaped it yet).
+fn has_exited(pid: &str) -> bool {
+    let pid = pid.trim();
+    !Path::new(&format!("/proc/{pid}")).exists()
+        || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigint_exits_at_once_and_keeps_the_access_log() {
+    let upstream = Upstream::start("svc").await;
+    // Several single-threaded runtimes: the setup whose fast shutdown could
+    // spin in Pingora's accept loop and never exit.
+    let gw = Gateway::start_with_server_keys(
+        "  work_stealing: false\n",
+        &format!(
+            "listeners: [{{address: '127.0.0.1:{{port}}'}}]
+access_log: {{format: json, output: '{{dir}}/access.log'}}
+upstreams: {{svc: {{instances: ['{}']}}}}
+routes: [{{prefix: /a, upstream: svc}}]
+",
+            upstream.url()
+        ),
+    )
+    .await;
+    let pid = std::fs::read_to_string(gw.dir().join("gw.pid")).unwrap();
+
+    // Keep-alive connections spread over both runtimes, still open at the
+    // signal.
+    let clients: Vec<_> = (0..8).map(|_| client()).collect();
+    for round in 0..25 {
+        let requests = clients
+            .iter()
+            .map(|c| c.get(gw.url(&format!("/a/{round}"))).send());
+        for r in futures_util::future::join_all(requests).await {
+            assert_eq!(r.unwrap().status(), 200);
+        }
+    }
+    assert!(Command::new("kill")
+        .args(["-INT", pid.trim()])
+        .status()
+        .unwrap()
+        .success());
+    wait_until(Duration::from_secs(3), "the gateway to exit", || async {
+        has_exited(&pid)
+    })
+    .await;
+
+    let log = std::fs::read_to_string(gw.dir().join("access.log")).unwrap();
+    let proxied = log
+        .lines()
+        .filter(|l| l.contains("\"route\":\"/a\""))
+        .count();
+    assert_eq!(proxied, 200, "{log}");
+    assert!(
+        gw.stderr().contains("fast shutdown: exiting now"),
+        "{}",
+        gw.stderr()
     );
 }
