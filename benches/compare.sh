@@ -12,23 +12,30 @@
 #   gw-full         the gateway with CORS, a local rate limit that never
 #                   triggers, request ids and a JSON access log to a file
 #   gw-jwt          gw-full's /products route, which verifies an HS256 token
+#                   (the load repeats one token, so after the first request
+#                   the gateway's verified-token cache answers)
+#   gw-jwt-nocache  gw-jwt with that cache off: an HMAC per request, as njs
+#                   does (NGINX full has no such cache)
 #   gw-nolog        gw-full without its access log (what the log costs)
-# Every proxy runs one worker pinned to CPU 0; oha and the upstream share
-# CPU 1. Passes are interleaved (this VM drifts 20-40% between runs, so
-# only ratios within a pass mean much). Per target and pass: req/s, p50/p99,
-# non-2xx and errors, the proxy's CPU µs per response (utime+stime from
-# /proc before and after, with the user/kernel split), RSS before the load
-# and at its peak, and CPU per request against NGINX plain and NGINX full
-# (JWT targets against nginx-full-jwt). Then medians over the passes, and
-# one fixed-rate run (5000 req/s, oha's latency correction) comparing
-# latency at equal load, where a saturated proxy's latency would only be
-# its queue. Markdown tables on stdout.
+# Before any load, both JWT routes must pass the token and answer 401 to no
+# token, a tampered one and an expired one. Every proxy runs one worker
+# pinned to CPU 0; oha and the upstream share CPU 1. Passes are interleaved
+# (this VM drifts 20-40% between runs, so only ratios within a pass mean
+# much). Per target and pass: req/s, p50/p99, non-2xx and errors, the
+# proxy's CPU µs per response (utime+stime from /proc before and after,
+# with the user/kernel split), RSS after start (before any load) and at its
+# peak, and CPU per request against NGINX plain and NGINX full (JWT targets
+# against nginx-full-jwt). Then medians over the passes, and one fixed-rate
+# run (5000 req/s, oha's latency correction) comparing latency at equal
+# load, where a saturated proxy's latency would only be its queue. Markdown
+# tables on stdout.
 #
 #   apt-get install -y nginx-light libnginx-mod-http-js
 #   cargo install oha --locked     # ~12 minutes, once
 #   pip install pyjwt
-#   bash benches/compare.sh [passes]     # default 3; ~3 minutes a pass
+#   bash benches/compare.sh [passes]     # default 3; ~2.5 min a pass + 2 min
 set -euo pipefail
+shopt -s inherit_errexit   # a failed step inside $(measure ...) stops the run
 cd "$(dirname "$0")/.."
 command -v oha >/dev/null || { echo "oha is missing: cargo install oha --locked" >&2; exit 1; }
 njs_module=/usr/lib/nginx/modules/ngx_http_js_module.so
@@ -38,10 +45,25 @@ source benches/common.sh
 upstream_port=18481 nginx_port=18482 gateway_port=18483
 secret="compare-secret-0123456789abcdefghijk"
 start_upstream "$upstream_port" taskset -c 1
-token=$(python3 -c 'import jwt, sys, time
-print(jwt.encode({"sub": "u-1", "iat": int(time.time()), "exp": int(time.time()) + 3600}, sys.argv[1], algorithm="HS256"))' "$secret")
+# The load's token, and two that must be refused: the same signature over
+# another user's claims, and an expired one. Minted by PyJWT, not by either
+# verifier.
+read -r token tampered expired < <(python3 - "$secret" <<'PY'
+import base64, json, sys, time, jwt
+secret, now = sys.argv[1], int(time.time())
+claims = {"sub": "u-1", "iat": now, "exp": now + 3600}
+token = jwt.encode(claims, secret, algorithm="HS256")
+header, _, signature = token.split(".")
+other = base64.urlsafe_b64encode(json.dumps(dict(claims, sub="u-2")).encode()).decode().rstrip("=")
+expired = jwt.encode(dict(claims, exp=now - 3600), secret, algorithm="HS256")
+print(token, f"{header}.{other}.{signature}", expired)
+PY
+)
 
-# NGINX as a user would configure it; $1 is plain or full.
+# NGINX as a user would configure it; $1 is plain or full. Full checks the
+# token with a js_set variable tested by `if` rather than auth_request: njs
+# runs only where $jwt_sub is read, once per request (NGINX caches the value
+# for the X-User-Id header too), and no subrequest is made.
 nginx_conf() {
     local dir="$work/nginx-$1"
     mkdir -p "$dir"
@@ -49,7 +71,7 @@ nginx_conf() {
     local modules="" http="access_log $dir/access.log combined buffer=64k flush=1s;" server="" products=""
     if [ "$1" = full ]; then
         modules="load_module $njs_module;"
-        http="log_format json escape=json '{\"timestamp\":\"\$time_iso8601\",\"request_id\":\"\$request_id\",\"client_ip\":\"\$remote_addr\",\"method\":\"\$request_method\",\"path\":\"\$request_uri\",\"upstream_addr\":\"\$upstream_addr\",\"status\":\$status,\"bytes\":\$body_bytes_sent,\"duration_ms\":\$request_time,\"user_agent\":\"\$http_user_agent\"}';
+        http="log_format json escape=json '{\"timestamp\":\"\$time_iso8601\",\"request_id\":\"\$request_id\",\"client_ip\":\"\$remote_addr\",\"method\":\"\$request_method\",\"path\":\"\$request_uri\",\"upstream\":\"\$proxy_host\",\"upstream_addr\":\"\$upstream_addr\",\"status\":\$status,\"bytes\":\$body_bytes_sent,\"request_time_s\":\$request_time,\"upstream_time_s\":\"\$upstream_response_time\",\"user_agent\":\"\$http_user_agent\"}';
   access_log $dir/access.json json buffer=64k flush=1s;
   limit_req_zone \$binary_remote_addr zone=perip:10m rate=1000000r/s;
   js_import jwt from $PWD/benches/nginx_jwt.js;
@@ -59,6 +81,7 @@ nginx_conf() {
     add_header X-Request-Id \$request_id always;"
         proxy="$proxy proxy_set_header X-Request-Id \$request_id; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;"
         products="location /products/ {
+      default_type application/json;
       if (\$jwt_sub = '') { return 401 '{\"error\":\"Invalid token\"}'; }
       $proxy proxy_set_header X-User-Id \$jwt_sub;
     }"
@@ -101,6 +124,7 @@ routes:
   - {prefix: /products, upstream: users, auth: required}
 CONF
 sed 's/^access_log: .*/access_log: {format: off}/' "$work/gw-full.yaml" > "$work/gw-nolog.yaml"
+sed 's/^jwt: {/jwt: {cache_size: 0, /' "$work/gw-full.yaml" > "$work/gw-jwt-nocache.yaml"
 
 wait_for() {
     for _ in $(seq 200); do curl -sf -o /dev/null "$1" && return; sleep 0.05; done
@@ -113,7 +137,7 @@ wait_for() {
 start() {
     local path=/users/me
     case "$1" in
-        *jwt) path=/products/me ;;
+        *jwt*) path=/products/me ;;
     esac
     case "$1" in
         direct) echo "$(pgrep -P "$(cat "$work/nginx.pid")") http://127.0.0.1:$upstream_port/me" ;;
@@ -125,8 +149,9 @@ start() {
             echo "$(pgrep -P "$(cat "$work/nginx-$kind/nginx.pid")") http://127.0.0.1:$nginx_port$path" ;;
         gw-*)
             local conf=gw-full
-            case "$1" in gw-route | gw-nolog) conf=$1 ;; esac
+            case "$1" in gw-route | gw-nolog | gw-jwt-nocache) conf=$1 ;; esac
             taskset -c 0 "$bin" -c "$work/$conf.yaml" >/dev/null 2>&1 &
+            echo $! > "$work/gw-running.pid"   # for stop_all if the run fails
             wait_for "http://127.0.0.1:$gateway_port/"
             echo "$! http://127.0.0.1:$gateway_port$path" ;;
     esac
@@ -142,7 +167,43 @@ stop() {
     esac
     kill -INT "$pid"
     while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+    rm -f "$work/gw-running.pid"
 }
+
+# On any exit, also stop a proxy that a failed step left running.
+stop_all() {
+    local f
+    for f in "$work"/nginx-*/nginx.pid "$work/gw-running.pid"; do
+        [ -f "$f" ] && kill -INT "$(cat "$f")" 2>/dev/null
+    done
+    cleanup
+}
+trap stop_all EXIT
+
+# Exits unless $2 answers status $1 (extra arguments go to curl).
+expect() {
+    local want=$1 url=$2 got
+    shift 2
+    got=$(curl -s -o /dev/null -w '%{http_code}' "$@" "$url")
+    [ "$got" = "$want" ] || { echo "expected $want, got $got: $url $*" >&2; exit 1; }
+}
+
+# A JWT route that refused everything would look fast: before any load,
+# check that each one passes the valid token and refuses the others, and
+# that the same proxy's /users needs none.
+check_auth() {
+    local target=$1 pid url
+    read -r pid url < <(start "$target")
+    expect 200 "$url" -H "Authorization: Bearer $token"
+    expect 401 "$url"
+    expect 401 "$url" -H "Authorization: Bearer $tampered"
+    expect 401 "$url" -H "Authorization: Bearer $expired"
+    expect 200 "${url%/products/me}/users/me"
+    stop "$target" "$pid"
+}
+check_auth nginx-full-jwt
+check_auth gw-jwt
+check_auth gw-jwt-nocache
 
 headers=(-H "Authorization: Bearer $token" -H "Origin: http://shop.test")
 
@@ -178,15 +239,17 @@ print(f'{r["summary"]["requestsPerSec"]:.0f} {p["p50"]*1e3:.2f} {p["p99"]*1e3:.2
 PY
 }
 
-targets=(nginx nginx-full nginx-full-jwt direct gw-route gw-nolog gw-full gw-jwt)
+targets=(direct nginx nginx-full nginx-full-jwt gw-route gw-nolog gw-full gw-jwt gw-jwt-nocache)
 results="$work/results"
 for pass in $(seq "$passes"); do
     for target in "${targets[@]}"; do
-        echo "$pass $target $(measure "$target")" >> "$results"
+        row=$(measure "$target")   # not inside echo, which would hide a failure
+        echo "$pass $target $row" >> "$results"
     done
 done
-for target in nginx nginx-full nginx-full-jwt gw-route gw-full gw-jwt; do
-    echo "$target $(measure "$target" -q 5000 --latency-correction)" >> "$work/fixed"
+for target in nginx nginx-full nginx-full-jwt gw-route gw-full gw-jwt gw-jwt-nocache; do
+    row=$(measure "$target" -q 5000 --latency-correction)
+    echo "$target $row" >> "$work/fixed"
 done
 
 python3 - "$results" "$work/fixed" <<'PY'
@@ -199,7 +262,7 @@ for pass_, target, *values in rows:
 passes = sorted({p for p, _ in data}, key=int)
 targets = list(dict.fromkeys(t for _, t in data))
 def full_peer(target):
-    return "nginx-full-jwt" if target.endswith("jwt") else "nginx-full"
+    return "nginx-full-jwt" if "jwt" in target else "nginx-full"
 def ratios(p, t):
     cpu = data[(p, t)]["cpu"]
     if t == "direct":
@@ -219,8 +282,8 @@ for p in passes:
 print()
 print(f"Medians over {len(passes)} passes (ratios: the median of the per-pass ratios):")
 print()
-print("| target | req/s | p50 ms | p99 ms | CPU µs/req | CPU vs nginx | vs nginx-full | peak RSS MB |")
-print("|---|---|---|---|---|---|---|---|")
+print("| target | req/s | p50 ms | p99 ms | CPU µs/req | CPU vs nginx | vs nginx-full | RSS idle MB | RSS peak MB |")
+print("|---|---|---|---|---|---|---|---|---|")
 med = lambda xs: statistics.median(xs)
 for t in targets:
     m = {c: med([data[(p, t)][c] for p in passes]) for c in cols}
@@ -229,8 +292,12 @@ for t in targets:
     else:
         plain = f'{med([ratios(p, t)[0] for p in passes]):.2f}'
         full = f'{med([ratios(p, t)[1] for p in passes]):.2f}'
-    print(f'| {t} | {m["rps"]:.0f} | {m["p50"]:.2f} | {m["p99"]:.2f} | {m["cpu"]:.1f} | {plain} | {full} | {m["peak"]:.1f} |')
+    print(f'| {t} | {m["rps"]:.0f} | {m["p50"]:.2f} | {m["p99"]:.2f} | {m["cpu"]:.1f} | {plain} | {full} | {m["idle"]:.1f} | {m["peak"]:.1f} |')
 
+print()
+gw = {c: med([data[(p, "gw-full")][c] for p in passes]) for c in ("idle", "peak")}
+print(f'gw-full memory (median): {gw["idle"]:.1f} MB RSS after start, before any load; '
+      f'{gw["peak"]:.1f} MB peak RSS after the load.')
 print()
 print("What the gateway's features cost (median of the per-pass CPU ratios):")
 print()
@@ -238,7 +305,8 @@ print("| comparison | CPU ratio |")
 print("|---|---|")
 for label, a, b in [("everything on / routing only", "gw-full", "gw-route"),
                     ("JSON access log (gw-full / gw-nolog)", "gw-full", "gw-nolog"),
-                    ("HS256 JWT (gw-jwt / gw-full)", "gw-jwt", "gw-full")]:
+                    ("HS256 JWT, cached (gw-jwt / gw-full)", "gw-jwt", "gw-full"),
+                    ("HS256 JWT, verified every time (gw-jwt-nocache / gw-full)", "gw-jwt-nocache", "gw-full")]:
     print(f'| {label} | {med([data[(p, a)]["cpu"] / data[(p, b)]["cpu"] for p in passes]):.2f} |')
 
 print()
