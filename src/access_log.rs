@@ -231,16 +231,7 @@ pub fn format_json(e: &LogEntry, out: &mut Vec<u8>) {
     match e.upstream_addr {
         Some(addr) => {
             out.push(b'"');
-            match addr {
-                SocketAddr::V4(_) => ip_addr(out, addr.ip()),
-                SocketAddr::V6(_) => {
-                    out.push(b'[');
-                    ip_addr(out, addr.ip());
-                    out.push(b']');
-                }
-            }
-            out.push(b':');
-            number(out, addr.port());
+            socket_addr(out, addr);
             out.push(b'"');
         }
         None => out.extend_from_slice(b"null"),
@@ -307,6 +298,20 @@ fn ip_addr(out: &mut Vec<u8>, ip: IpAddr) {
         }
         // Rare enough behind most load balancers to take the slow path.
         IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+fn socket_addr(out: &mut Vec<u8>, addr: SocketAddr) {
+    match addr {
+        SocketAddr::V4(v4) => {
+            ip_addr(out, IpAddr::V4(*v4.ip()));
+            out.push(b':');
+            number(out, v4.port());
+        }
+        // `[::1]:8080`; the slow path, as for IPv6 clients.
+        SocketAddr::V6(v6) => {
             let _ = write!(out, "{v6}");
         }
     }
