@@ -69,7 +69,7 @@ fn verifier(key: VerifyingKey, cache_size: usize) -> Verifier {
 
 fn verify(c: &mut Criterion) {
     // Already installed is fine.
-    let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
+    let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();

