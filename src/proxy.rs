@@ -20,7 +20,9 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use http::header::{HeaderName, CONTENT_LENGTH, HOST, USER_AGENT};
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::modules::http::HttpModules;
 use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 use pingora::{Error, ErrorType};
@@ -37,7 +39,13 @@ use crate::plugin::{Chain, Flow, Plugin};
 use crate::routing::RouteTable;
 use crate::upstream::Upstream;
 
-const REQUEST_ID: &str = "x-request-id";
+// Statics rather than `&str`s: a lookup by `HeaderName` skips parsing the
+// name on every request, and `as_str()` of a static is the `&'static str`
+// that Pingora's `insert_header` takes without copying.
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 pub struct Gateway {
     routes: RouteTable,
@@ -99,12 +107,12 @@ impl Gateway {
     /// `ctx.route` unset: it gets its 404 after the plugins (a CORS
     /// preflight to any path is still answered).
     fn admit(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Result<(), Answer> {
-        ctx.request_id = forwarded::request_id(req.headers.get(REQUEST_ID).map(|v| v.as_bytes()));
+        ctx.request_id = forwarded::request_id(req.headers.get(&REQUEST_ID).map(|v| v.as_bytes()));
         if let Some(peer) = ctx.peer {
-            let chain = header_str(req, "x-forwarded-for");
+            let chain = header_str(req, &X_FORWARDED_FOR);
             ctx.client_ip = Some(self.trusted_proxies.client_ip(peer, chain));
         }
-        ctx.client_host = header_str(req, "host")
+        ctx.client_host = header_str(req, &HOST)
             .or_else(|| req.uri.authority().map(|a| a.as_str()))
             .map(str::to_string);
         if let Some(location) = self.https_location(req, ctx) {
@@ -128,7 +136,7 @@ impl Gateway {
         };
         ctx.route = Some(index);
 
-        if let Some(length) = header_str(req, "content-length") {
+        if let Some(length) = header_str(req, &CONTENT_LENGTH) {
             let length: u64 = length.trim().parse().map_err(|_| {
                 Answer::Error(GatewayError::BadRequest("Invalid Content-Length".into()))
             })?;
@@ -205,7 +213,7 @@ impl Gateway {
             header.insert_header("content-type", *content_type)?;
             header.insert_header("content-length", body.len())?;
         }
-        header.insert_header(REQUEST_ID, &ctx.request_id)?;
+        header.insert_header(REQUEST_ID.as_str(), &ctx.request_id)?;
         match &answer {
             Answer::Error(e) => {
                 if let Some((name, value)) = e.extra_header() {
@@ -232,7 +240,7 @@ impl Gateway {
     }
 }
 
-fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
+fn header_str<'a>(req: &'a RequestHeader, name: &HeaderName) -> Option<&'a str> {
     req.headers.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -261,6 +269,12 @@ impl ProxyHttp for Gateway {
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx::default()
     }
+
+    /// Pingora's default adds a compression module at level 0: it compresses
+    /// nothing, yet costs every request a module context and two boxed
+    /// filter calls. The gateway passes bodies through as services encode
+    /// them, so it has no modules.
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         if let Some(metrics) = &self.metrics {
@@ -357,22 +371,22 @@ impl ProxyHttp for Gateway {
         if let Some(peer) = ctx.peer {
             let chain = self
                 .trusted_proxies
-                .forwarded_for(peer, header_str(upstream_request, "x-forwarded-for"));
-            upstream_request.insert_header("x-forwarded-for", chain)?;
+                .forwarded_for(peer, header_str(upstream_request, &X_FORWARDED_FOR));
+            upstream_request.insert_header(X_FORWARDED_FOR.as_str(), chain)?;
         }
-        if !(trusted_peer && upstream_request.headers.contains_key("x-forwarded-proto")) {
+        if !(trusted_peer && upstream_request.headers.contains_key(&X_FORWARDED_PROTO)) {
             let proto = if is_tls(session) { "https" } else { "http" };
-            upstream_request.insert_header("x-forwarded-proto", proto)?;
+            upstream_request.insert_header(X_FORWARDED_PROTO.as_str(), proto)?;
         }
-        if !(trusted_peer && upstream_request.headers.contains_key("x-forwarded-host")) {
+        if !(trusted_peer && upstream_request.headers.contains_key(&X_FORWARDED_HOST)) {
             match &ctx.client_host {
-                Some(host) => upstream_request.insert_header("x-forwarded-host", host)?,
+                Some(host) => upstream_request.insert_header(X_FORWARDED_HOST.as_str(), host)?,
                 None => {
-                    upstream_request.remove_header("x-forwarded-host");
+                    upstream_request.remove_header(&X_FORWARDED_HOST);
                 }
             }
         }
-        upstream_request.insert_header(REQUEST_ID, &ctx.request_id)?;
+        upstream_request.insert_header(REQUEST_ID.as_str(), &ctx.request_id)?;
         for plugin in self.chain(ctx) {
             plugin.upstream_request(upstream_request, ctx)?;
         }
@@ -404,7 +418,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         self.close_if_draining(session);
-        upstream_response.insert_header(REQUEST_ID, &ctx.request_id)?;
+        upstream_response.insert_header(REQUEST_ID.as_str(), &ctx.request_id)?;
         for plugin in self.chain(ctx) {
             plugin.response(session.req_header(), upstream_response, ctx)?;
         }
@@ -459,7 +473,7 @@ impl ProxyHttp for Gateway {
             status,
             bytes: session.body_bytes_sent(),
             duration_ms: ctx.started.elapsed(),
-            user_agent: header_str(req, "user-agent"),
+            user_agent: header_str(req, &USER_AGENT),
         };
         self.access_log.record(&entry);
 
