@@ -8,6 +8,9 @@
 #                   (to the upstream and back) and X-Forwarded-For
 #   nginx-full-jwt  nginx-full's /products route, which verifies an HS256
 #                   token in njs (benches/nginx_jwt.js)
+#   floor           the least a Pingora proxy does for nginx's job
+#                   (examples/pingora_floor.rs): what the gateway's
+#                   framework costs before any gateway code runs
 #   gw-route        the gateway, routing only (no log)
 #   gw-full         the gateway with CORS, a local rate limit that never
 #                   triggers, request ids and a JSON access log to a file
@@ -33,7 +36,7 @@
 #   apt-get install -y nginx-light libnginx-mod-http-js
 #   cargo install oha --locked     # ~12 minutes, once
 #   pip install pyjwt
-#   bash benches/compare.sh [passes]     # default 3; ~2.5 min a pass + 2 min
+#   bash benches/compare.sh [passes]     # default 3; ~2.7 min a pass + 2 min
 set -euo pipefail
 shopt -s inherit_errexit   # a failed step inside $(measure ...) stops the run
 cd "$(dirname "$0")/.."
@@ -42,6 +45,8 @@ njs_module=/usr/lib/nginx/modules/ngx_http_js_module.so
 [ -f "$njs_module" ] || { echo "njs is missing: apt-get install -y libnginx-mod-http-js" >&2; exit 1; }
 passes="${1:-3}"
 source benches/common.sh
+cargo build --release --quiet --example pingora_floor
+floor_bin="${CARGO_TARGET_DIR:-target}/release/examples/pingora_floor"
 upstream_port=18481 nginx_port=18482 gateway_port=18483
 secret="compare-secret-0123456789abcdefghijk"
 start_upstream "$upstream_port" taskset -c 1
@@ -123,6 +128,13 @@ routes:
   - {prefix: /users, upstream: users}
   - {prefix: /products, upstream: users, auth: required}
 CONF
+cat > "$work/floor.yaml" <<CONF
+version: 1
+threads: 1
+work_stealing: false
+pid_file: $work/floor.pid
+upgrade_sock: $work/floor.sock
+CONF
 sed 's/^access_log: .*/access_log: {format: off}/' "$work/gw-full.yaml" > "$work/gw-nolog.yaml"
 sed 's/^jwt: {/jwt: {cache_size: 0, /' "$work/gw-full.yaml" > "$work/gw-jwt-nocache.yaml"
 
@@ -147,6 +159,12 @@ start() {
             taskset -c 0 nginx -c "$work/nginx-$kind/nginx.conf"
             wait_for "http://127.0.0.1:$nginx_port/users/me"
             echo "$(pgrep -P "$(cat "$work/nginx-$kind/nginx.pid")") http://127.0.0.1:$nginx_port$path" ;;
+        floor)
+            taskset -c 0 "$floor_bin" "127.0.0.1:$gateway_port" "127.0.0.1:$upstream_port" \
+                -c "$work/floor.yaml" >/dev/null 2>&1 &
+            echo $! > "$work/floor-running.pid"
+            wait_for "http://127.0.0.1:$gateway_port/users/me"
+            echo "$! http://127.0.0.1:$gateway_port$path" ;;
         gw-*)
             local conf=gw-full
             case "$1" in gw-route | gw-nolog | gw-jwt-nocache) conf=$1 ;; esac
@@ -158,16 +176,19 @@ start() {
 }
 
 stop() {
-    local pid
+    local pid signal=INT
     case "$1" in
         direct) return ;;
         nginx) pid=$(cat "$work/nginx-plain/nginx.pid") ;;
         nginx-full*) pid=$(cat "$work/nginx-full/nginx.pid") ;;
+        # Pingora's own fast shutdown can spin (README, Operations); the
+        # floor has nothing to flush.
+        floor) pid=$2 signal=KILL ;;
         gw-*) pid=$2 ;;
     esac
-    kill -INT "$pid"
+    kill "-$signal" "$pid"
     while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
-    rm -f "$work/gw-running.pid"
+    rm -f "$work/gw-running.pid" "$work/floor-running.pid"
 }
 
 # On any exit, also stop a proxy that a failed step left running.
@@ -176,6 +197,7 @@ stop_all() {
     for f in "$work"/nginx-*/nginx.pid "$work/gw-running.pid"; do
         [ -f "$f" ] && kill -INT "$(cat "$f")" 2>/dev/null
     done
+    [ -f "$work/floor-running.pid" ] && kill -KILL "$(cat "$work/floor-running.pid")" 2>/dev/null
     cleanup
 }
 trap stop_all EXIT
@@ -239,7 +261,7 @@ print(f'{r["summary"]["requestsPerSec"]:.0f} {p["p50"]*1e3:.2f} {p["p99"]*1e3:.2
 PY
 }
 
-targets=(direct nginx nginx-full nginx-full-jwt gw-route gw-nolog gw-full gw-jwt gw-jwt-nocache)
+targets=(direct nginx nginx-full nginx-full-jwt floor gw-route gw-nolog gw-full gw-jwt gw-jwt-nocache)
 results="$work/results"
 for pass in $(seq "$passes"); do
     for target in "${targets[@]}"; do
@@ -299,11 +321,14 @@ gw = {c: med([data[(p, "gw-full")][c] for p in passes]) for c in ("idle", "peak"
 print(f'gw-full memory (median): {gw["idle"]:.1f} MB RSS after start, before any load; '
       f'{gw["peak"]:.1f} MB peak RSS after the load.')
 print()
-print("What the gateway's features cost (median of the per-pass CPU ratios):")
+print("Where the CPU goes (median of the per-pass CPU ratios):")
 print()
 print("| comparison | CPU ratio |")
 print("|---|---|")
-for label, a, b in [("everything on / routing only", "gw-full", "gw-route"),
+for label, a, b in [("routing only / Pingora floor", "gw-route", "floor"),
+                    ("everything on / Pingora floor", "gw-full", "floor"),
+                    ("Pingora floor / nginx", "floor", "nginx"),
+                    ("everything on / routing only", "gw-full", "gw-route"),
                     ("JSON access log (gw-full / gw-nolog)", "gw-full", "gw-nolog"),
                     ("HS256 JWT, cached (gw-jwt / gw-full)", "gw-jwt", "gw-full"),
                     ("HS256 JWT, verified every time (gw-jwt-nocache / gw-full)", "gw-jwt-nocache", "gw-full")]:
