@@ -1,10 +1,10 @@
 //! The least a Pingora 0.9.1 proxy can do for what NGINX plain does in
 //! `benches/compare.sh`: strip `/users` and forward to one upstream over a
-//! kept-alive connection, with one CORS header on the response and the
-//! gateway's upstream timeouts and allocator. No config model, plugins, request id,
-//! forwarding headers or log. `compare.sh` loads it beside the gateway, so
-//! the gateway's cost splits into what Pingora itself takes (this) and what
-//! the gateway adds on top.
+//! kept-alive connection, with one CORS header on the response, and the
+//! gateway's upstream timeouts and allocator. No config model, plugins,
+//! request id, forwarding headers or log. `compare.sh` loads it beside the
+//! gateway, so the gateway's cost splits into what Pingora itself takes
+//! (this) and what the gateway adds on top.
 //!
 //!     cargo run --release --example pingora_floor -- <listen> <upstream> -c <pingora.yaml>
 
