@@ -9,7 +9,7 @@
 //! Keys are parsed here once, at startup or when a JWKS is fetched.
 
 use jsonwebtoken::jwk::{JwkSet, PublicKeyUse};
-use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, DecodingKeyKind};
 
 pub struct VerifyingKey {
     /// Matches the token's `kid` when both have one.
@@ -56,8 +56,12 @@ impl VerifyingKey {
             AlgorithmFamily::Hmac => {
                 return Err("HS* algorithms take a `secret`, not a public key".into())
             }
-            AlgorithmFamily::Rsa => DecodingKey::from_rsa_pem(pem)
-                .map_err(|e| format!("not an RSA public key in PEM: {e}"))?,
+            AlgorithmFamily::Rsa => {
+                let key = DecodingKey::from_rsa_pem(pem)
+                    .map_err(|e| format!("not an RSA public key in PEM: {e}"))?;
+                check_rsa_size(&key)?;
+                key
+            }
             AlgorithmFamily::Ec => DecodingKey::from_ec_pem(pem)
                 .map_err(|e| format!("not an EC public key in PEM: {e}"))?,
             AlgorithmFamily::Ed => DecodingKey::from_ed_pem(pem)
@@ -95,6 +99,64 @@ fn one_family(algorithms: &[Algorithm]) -> Result<AlgorithmFamily, String> {
     Ok(family)
 }
 
+/// aws-lc, jsonwebtoken's crypto backend here, verifies RSA signatures
+/// only for moduli of 2048 to 8192 bits; with any other key every token
+/// would fail as a bad signature, so such a key is refused when it is read.
+fn check_rsa_size(key: &DecodingKey) -> Result<(), String> {
+    if key.family() != AlgorithmFamily::Rsa {
+        return Ok(());
+    }
+    let modulus = match key.kind() {
+        DecodingKeyKind::RsaModulusExponent { n, .. } => Some(n.as_slice()),
+        DecodingKeyKind::SecretOrDer(der) => pkcs1_modulus(der),
+    };
+    let bits = modulus.map_or(0, unsigned_bits);
+    if (2048..=8192).contains(&bits) {
+        Ok(())
+    } else {
+        Err(format!(
+            "an RSA key of {bits} bits: RS*/PS* keys must have 2048 to 8192"
+        ))
+    }
+}
+
+/// The modulus of a DER `RSAPublicKey ::= SEQUENCE { modulus INTEGER,
+/// publicExponent INTEGER }`, which is what jsonwebtoken keeps of a PEM key.
+fn pkcs1_modulus(der: &[u8]) -> Option<&[u8]> {
+    let (0x30, sequence) = der_item(der)? else {
+        return None;
+    };
+    let (0x02, modulus) = der_item(sequence)? else {
+        return None;
+    };
+    Some(modulus)
+}
+
+/// The tag and contents of the first DER item of `input`.
+fn der_item(input: &[u8]) -> Option<(u8, &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let size = usize::from(first & 0x7f);
+        if size == 0 || size > 4 || rest.len() < size {
+            return None;
+        }
+        let (len, rest) = rest.split_at(size);
+        (len.iter().fold(0, |n, &b| n << 8 | usize::from(b)), rest)
+    };
+    Some((tag, rest.get(..len)?))
+}
+
+/// The bit length of a big-endian unsigned integer.
+fn unsigned_bits(n: &[u8]) -> usize {
+    match n.iter().position(|&b| b != 0) {
+        Some(i) => (n.len() - i) * 8 - n[i].leading_zeros() as usize,
+        None => 0,
+    }
+}
+
 /// The usable keys of a JWKS document. A key is kept for the configured
 /// algorithms that fit its type and, when it names one, its own `alg`;
 /// encryption keys and keys that fit none are skipped and described in the
@@ -122,6 +184,10 @@ pub fn parse_jwks(
                 continue;
             }
         };
+        if let Err(e) = check_rsa_size(&key) {
+            skipped.push(format!("{name}: {e}"));
+            continue;
+        }
         let own_alg = jwk
             .common
             .key_algorithm
@@ -174,6 +240,42 @@ mod tests {
         assert!(err.contains("take a `secret`"), "{err}");
         let err = VerifyingKey::from_secret(b"s", vec![], None).unwrap_err();
         assert!(err.contains("at least one algorithm"), "{err}");
+    }
+
+    /// A 1024-bit RSA public key, which aws-lc would never verify with.
+    const RSA_1024_PEM: &str = "-----BEGIN PUBLIC KEY-----
+MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQCym450TMU/1CKvnFQxpyCdXEs2
+hAMXE8q2Z4hQgBX6JxxTT14hB5olrjI6md8OOYJkMBusVJXkkeaaoCs/Tgkc1HNw
+v/Eaxqa5tbjdvVg66sjePqqTTh9VxluzQgVmvwyy4uKk4f3lNl/hN0ornyVzn/5z
+mqw71jm0DjnSSutfKQIDAQAB
+-----END PUBLIC KEY-----
+";
+    const RSA_1024_N: &str = "spuOdEzFP9Qir5xUMacgnVxLNoQDFxPKtmeIUIAV-iccU09eIQeaJa4yOpnfDjmCZDAbrFSV5JHmmqArP04JHNRzcL_xGsamubW43b1YOurI3j6qk04fVcZbs0IFZr8MsuLipOH95TZf4TdKK58lc5_-c5qsO9Y5tA450krrXyk";
+
+    #[test]
+    fn rsa_keys_outside_2048_to_8192_bits_are_refused_when_read() {
+        let err = VerifyingKey::from_pem(RSA_1024_PEM.as_bytes(), vec![Algorithm::RS256], None)
+            .unwrap_err();
+        assert!(err.contains("1024 bits"), "{err}");
+
+        let text = format!(
+            r#"{{"keys":[{RSA_JWK}, {{"kty":"RSA","kid":"small","n":"{RSA_1024_N}","e":"AQAB"}}]}}"#
+        );
+        let (keys, skipped) = parse_jwks(&text, &[Algorithm::RS256]).unwrap();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].kid.as_deref(), Some("r1"));
+        assert!(
+            skipped[0].contains("small") && skipped[0].contains("1024 bits"),
+            "{skipped:?}"
+        );
+    }
+
+    #[test]
+    fn bit_lengths_of_big_endian_integers() {
+        assert_eq!(unsigned_bits(&[]), 0);
+        assert_eq!(unsigned_bits(&[0, 0]), 0);
+        assert_eq!(unsigned_bits(&[0, 0x80, 0]), 16);
+        assert_eq!(unsigned_bits(&[0x01, 0xff]), 9);
     }
 
     #[test]
