@@ -22,6 +22,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
 use crate::config::{AccessLogSettings, LogFormat, LogOutput};
+use crate::forwarded::IpText;
 
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
 const BUFFER_CAP: usize = 32 << 20;
@@ -287,20 +288,7 @@ fn three_digits(out: &mut Vec<u8>, n: u16) {
 }
 
 fn ip_addr(out: &mut Vec<u8>, ip: IpAddr) {
-    match ip {
-        IpAddr::V4(v4) => {
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b'.');
-                }
-                number(out, octet);
-            }
-        }
-        // Rare enough behind most load balancers to take the slow path.
-        IpAddr::V6(v6) => {
-            let _ = write!(out, "{v6}");
-        }
-    }
+    out.extend_from_slice(IpText::new(ip).as_str().as_bytes());
 }
 
 fn socket_addr(out: &mut Vec<u8>, addr: SocketAddr) {

@@ -24,6 +24,7 @@ use pingora::Result;
 use crate::config::{FailureMode, RateKeySource, RateLimitSettings};
 use crate::context::RequestCtx;
 use crate::error::{Answer, GatewayError};
+use crate::forwarded::IpText;
 use crate::plugin::{Flow, Plugin};
 use local::LocalStore;
 use redis::RedisStore;
@@ -116,9 +117,10 @@ impl RateLimit {
     /// `scope|kind:value`: budgets of different policies and key kinds
     /// never mix.
     fn key(&self, req: &RequestHeader, ctx: &RequestCtx) -> String {
-        let by_ip = || match ctx.client_ip {
-            Some(ip) => format!("{}|ip:{ip}", self.policy.scope),
-            None => format!("{}|ip:unknown", self.policy.scope),
+        let by_ip = || {
+            let ip = ctx.client_ip.map(IpText::new);
+            let ip = ip.as_ref().map_or("unknown", IpText::as_str);
+            [self.policy.scope.as_str(), "|ip:", ip].concat()
         };
         match &self.policy.key {
             RateKeySource::Ip => by_ip(),
