@@ -303,6 +303,33 @@ async fn every_algorithm_family_with_pem_keys_and_no_confusion() {
     .await;
 }
 
+#[test]
+fn an_rsa_key_under_2048_bits_fails_the_config_check() {
+    let keys = Keys::generate();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("weak.yaml");
+    let yaml = format!(
+        "listeners: [{{address: '127.0.0.1:1'}}]
+jwt:
+  keys: [{{public_key_file: '{}', algorithms: [RS256]}}]
+upstreams: {{svc: {{instances: ['http://127.0.0.1:2']}}}}
+routes: [{{prefix: /users, upstream: svc, auth: required}}]
+",
+        keys.rsa_weak.public_file.display()
+    );
+    std::fs::write(&conf, yaml).unwrap();
+    // `-t` loads the keys as startup does, and exits whatever it finds.
+    let out = run_binary(&["-t", "-c", conf.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "accepted a 1024-bit key");
+    assert!(
+        stderr.contains(conf.to_str().unwrap())
+            && stderr.contains("jwt.keys[0].public_key_file")
+            && stderr.contains("1024 bits"),
+        "{stderr}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn kid_selects_among_configured_keys_and_jku_is_ignored() {
     let upstream = Upstream::start("svc").await;

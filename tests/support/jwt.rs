@@ -29,6 +29,8 @@ pub struct Keys {
     _dir: tempfile::TempDir,
     pub rsa: KeyPair,
     pub rsa_other: KeyPair,
+    /// 1024 bits: below what the gateway's crypto backend verifies.
+    pub rsa_weak: KeyPair,
     pub ec256: KeyPair,
     pub ec384: KeyPair,
     pub ed: KeyPair,
@@ -61,6 +63,10 @@ impl Keys {
         Keys {
             rsa: pair("rsa", &rsa),
             rsa_other: pair("rsa-other", &rsa),
+            rsa_weak: pair(
+                "rsa-weak",
+                &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024"],
+            ),
             ec256: pair(
                 "ec256",
                 &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
