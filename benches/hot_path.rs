@@ -17,14 +17,15 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use api_gateway::access_log::{format_dev, format_json, LogEntry};
-use api_gateway::config::{self, Config, PluginConfig};
+use api_gateway::config::{self, Config};
 use api_gateway::context::RequestCtx;
-use api_gateway::cors::Cors;
 use api_gateway::path;
+use api_gateway::plugin::chain::PluginConfig;
+use api_gateway::plugin::cors::Cors;
+use api_gateway::plugin::rate_limit::local::LocalStore;
+use api_gateway::plugin::rate_limit::{Gcra, RateLimit, Store};
 use api_gateway::plugin::Plugin;
-use api_gateway::rate_limit::local::LocalStore;
-use api_gateway::rate_limit::{Gcra, RateLimit, Store};
-use api_gateway::routing::RouteTable;
+use api_gateway::routing::{Entry, Route, RouteTable};
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion};
 use futures_util::FutureExt;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -55,10 +56,12 @@ fn load() -> Config {
     config::load(file.path()).unwrap()
 }
 
-/// The global policy of one kind, from the default chain's config.
+/// The global policy of one kind, from the config of requests that match
+/// no route.
 fn plugin_config(config: &Config, want: fn(&PluginConfig) -> bool) -> PluginConfig {
     config
-        .default_plugins
+        .routing
+        .unmatched_plugins
         .iter()
         .find(|p| want(p))
         .cloned()
@@ -87,7 +90,17 @@ fn upstream_response() -> ResponseHeader {
 
 fn routing(c: &mut Criterion) {
     let config = load();
-    let routes = RouteTable::new(&config.routes);
+    let routes = RouteTable::new(
+        config
+            .routing
+            .routes
+            .iter()
+            .map(|r| Entry {
+                route: Route::new(r),
+                target: (),
+            })
+            .collect(),
+    );
     let mut group = c.benchmark_group("routing");
     for raw in ["/users/me", "/products/123", "/orders/42/items/./7/../8"] {
         group.bench_function(format!("normalize {raw}"), |b| {
@@ -104,9 +117,9 @@ fn routing(c: &mut Criterion) {
             b.iter(|| routes.find(black_box(host), black_box(path)))
         });
     }
-    let users = routes.get(routes.find(None, "/users/me").unwrap());
-    group.bench_function("upstream_path /users/me", |b| {
-        b.iter(|| users.upstream_path(black_box("/users/me")))
+    let users = &routes.get(routes.find(None, "/users/me").unwrap()).route;
+    group.bench_function("upstream_uri /users/me", |b| {
+        b.iter(|| users.upstream_uri(black_box("/users/me"), black_box(Some("a=1"))))
     });
     group.finish();
 }
@@ -173,7 +186,11 @@ fn rate_limit(c: &mut Criterion) {
     let mut generous = policy.clone();
     generous.requests = 1_000_000_000;
     generous.burst = 1_000_000_000;
-    let limiter = RateLimit::new(generous, Store::Local(Arc::new(LocalStore::new(100_000))));
+    let limiter = RateLimit::new(
+        generous,
+        Store::Local(Arc::new(LocalStore::new(100_000))),
+        None,
+    );
     let req = request("GET", "/users/me", &[]);
     // One client, and 50,000 clients taking turns (an LRU that misses its
     // CPU caches).
@@ -184,6 +201,7 @@ fn rate_limit(c: &mut Criterion) {
             b.iter(|| {
                 next = (next + 1) % clients;
                 ctx.client_ip = Some(IpAddr::from((0x0a00_0000 + next).to_be_bytes()));
+                ctx.response_headers.clear();
                 // The local store never waits: one poll decides.
                 limiter
                     .request(&req, &mut ctx)

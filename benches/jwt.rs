@@ -17,9 +17,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use api_gateway::config::JwtSettings;
 use api_gateway::jwt::keys::VerifyingKey;
-use api_gateway::jwt::{TokenError, Verifier};
+use api_gateway::jwt::{Settings, TokenError, Verifier};
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::json;
@@ -51,20 +50,16 @@ fn mint(alg: Algorithm, key: &EncodingKey) -> String {
 }
 
 fn verifier(key: VerifyingKey, cache_size: usize) -> Verifier {
-    Verifier::new(&mut JwtSettings {
+    Verifier::new(Settings {
         keys: vec![key],
         jwks_urls: vec![],
         issuers: vec![],
         audiences: vec![],
         leeway: Duration::from_secs(30),
         require_exp: true,
-        cookie: None,
-        forward_authorization: true,
-        claim_headers: vec![],
         cache_size,
         cache_ttl: Duration::from_secs(60),
     })
-    .unwrap()
 }
 
 fn verify(c: &mut Criterion) {

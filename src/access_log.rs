@@ -12,20 +12,45 @@ use std::cell::RefCell;
 use std::fs::OpenOptions;
 use std::io::{self, IsTerminal, Write};
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use log::warn;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
+use serde::Deserialize;
 
-use crate::config::{AccessLogSettings, LogFormat, LogOutput};
 use crate::forwarded::IpText;
 
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
 const BUFFER_CAP: usize = 32 << 20;
+
+/// The `access_log:` section, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub format: Format,
+    pub output: Output,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// morgan's `dev`: `GET /users/me 200 1.234 ms - 56`.
+    Dev,
+    /// One JSON object per line, for log shippers.
+    Json,
+    Off,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    Stdout,
+    Stderr,
+    File(PathBuf),
+}
 
 /// What is known about a finished request.
 #[derive(Debug)]
@@ -45,7 +70,7 @@ pub struct LogEntry<'a> {
 }
 
 pub struct AccessLog {
-    format: LogFormat,
+    format: Format,
     /// Colour the status as morgan does, only when a person is watching.
     color: bool,
     sink: Option<Arc<Sink>>,
@@ -55,18 +80,18 @@ impl AccessLog {
     /// Opens the output (a file is created or appended to), so a bad path
     /// fails at startup, not at the first request. Lines are written once
     /// the service from [`AccessLog::writer`] runs.
-    pub fn open(settings: &AccessLogSettings) -> io::Result<AccessLog> {
-        if settings.format == LogFormat::Off {
+    pub fn open(settings: &Settings) -> io::Result<AccessLog> {
+        if settings.format == Format::Off {
             return Ok(AccessLog {
-                format: LogFormat::Off,
+                format: Format::Off,
                 color: false,
                 sink: None,
             });
         }
         let (out, color): (Box<dyn Write + Send>, bool) = match &settings.output {
-            LogOutput::Stdout => (Box::new(io::stdout()), io::stdout().is_terminal()),
-            LogOutput::Stderr => (Box::new(io::stderr()), io::stderr().is_terminal()),
-            LogOutput::File(path) => {
+            Output::Stdout => (Box::new(io::stdout()), io::stdout().is_terminal()),
+            Output::Stderr => (Box::new(io::stderr()), io::stderr().is_terminal()),
+            Output::File(path) => {
                 let file = OpenOptions::new()
                     .create(true)
                     .append(true)
@@ -87,7 +112,7 @@ impl AccessLog {
         });
         Ok(AccessLog {
             format: settings.format,
-            color: color && settings.format == LogFormat::Dev,
+            color: color && settings.format == Format::Dev,
             sink: Some(sink),
         })
     }
@@ -101,9 +126,9 @@ impl AccessLog {
             let mut line = line.borrow_mut();
             line.clear();
             match self.format {
-                LogFormat::Dev => format_dev(entry, self.color, &mut line),
-                LogFormat::Json => format_json(entry, &mut line),
-                LogFormat::Off => return,
+                Format::Dev => format_dev(entry, self.color, &mut line),
+                Format::Json => format_json(entry, &mut line),
+                Format::Off => return,
             }
             sink.append(&line);
         });
@@ -150,7 +175,7 @@ struct Sink {
 
 impl Sink {
     fn append(&self, line: &[u8]) {
-        let mut pending = self.pending.lock().unwrap();
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
         if pending.len() + line.len() > BUFFER_CAP {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
@@ -160,9 +185,9 @@ impl Sink {
 
     fn flush(&self) {
         // Holding `out` while swapping keeps two flushes from reordering lines.
-        let mut out = self.out.lock().unwrap();
+        let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
         let batch = {
-            let mut pending = self.pending.lock().unwrap();
+            let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
             if pending.is_empty() {
                 return;
             }
@@ -426,9 +451,9 @@ mod tests {
     fn lines_reach_the_file_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("access.log");
-        let log = AccessLog::open(&AccessLogSettings {
-            format: LogFormat::Json,
-            output: LogOutput::File(path.clone()),
+        let log = AccessLog::open(&Settings {
+            format: Format::Json,
+            output: Output::File(path.clone()),
         })
         .unwrap();
         for _ in 0..3 {

@@ -1,13 +1,17 @@
 //! What one request has learned so far, handed from phase to phase and to
-//! the plugins.
+//! the plugins, and the summary of it once its response is done.
+//!
+//! Nothing here belongs to one plugin: a plugin records what the others or
+//! the core may use in neutral terms (the verified claims, headers for the
+//! answer, a refusal), so a new plugin needs no field of its own.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crate::config::InstanceUrl;
+use http::{HeaderValue, Uri};
+
 use crate::jwt::Claims;
-use crate::rate_limit::Decision;
 
 pub struct RequestCtx {
     pub started: Instant,
@@ -18,27 +22,35 @@ pub struct RequestCtx {
     pub client_ip: Option<IpAddr>,
     /// The Host the client asked for, without changes.
     pub client_host: Option<String>,
-    /// The normalized request path, which routing and auth decide on.
+    /// The normalized request path, which routing and plugins decide on.
     pub path: String,
-    /// Index of the route in config order.
-    pub route: Option<usize>,
-    /// Normalized, rewritten path plus the untouched query.
-    pub upstream_uri: String,
-    /// The verified token's claims, when the route's auth checked one.
+    /// What the upstream is asked for: the rewritten path and the
+    /// untouched query, built once the route is known and taken by the
+    /// first attempt.
+    pub upstream_uri: Option<Uri>,
+    /// The claims of a verified token, when a plugin checked one: claim
+    /// headers and rate limits by claim read them.
     pub claims: Option<Arc<Claims>>,
-    /// The rate limiter's verdict, for the `RateLimit-*` headers.
-    pub rate_limit: Option<Decision>,
+    /// Headers a plugin decided on while admitting the request, for the
+    /// answer it gets (the upstream's or the gateway's own).
+    pub response_headers: Vec<(&'static str, HeaderValue)>,
+    /// Which plugin refused the request, and why.
+    pub refusal: Option<Refusal>,
     pub body_bytes: u64,
     pub attempts: u8,
     /// For the metrics: counted in `gateway_requests_in_flight`.
     pub in_flight: bool,
     pub connect_failures: u8,
     pub timed_out: bool,
-    /// The auth plugin's refusal, as a metric label.
-    pub jwt_rejection: Option<&'static str>,
+    /// The instance of the latest attempt.
     pub upstream_addr: Option<SocketAddr>,
-    pub failed_addr: Option<SocketAddr>,
-    pub instance: Option<Arc<InstanceUrl>>,
+}
+
+/// A plugin's refusal, as metrics and logs label it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    pub plugin: &'static str,
+    pub reason: &'static str,
 }
 
 impl Default for RequestCtx {
@@ -51,19 +63,29 @@ impl Default for RequestCtx {
             client_ip: None,
             client_host: None,
             path: String::new(),
-            route: None,
-            upstream_uri: String::new(),
+            upstream_uri: None,
             claims: None,
-            rate_limit: None,
+            response_headers: Vec::new(),
+            refusal: None,
             body_bytes: 0,
             attempts: 0,
             in_flight: false,
             connect_failures: 0,
             timed_out: false,
-            jwt_rejection: None,
             upstream_addr: None,
-            failed_addr: None,
-            instance: None,
         }
     }
+}
+
+/// A request whose response is done, as the metrics and the plugins
+/// observe it.
+pub struct Finished<'a> {
+    /// The route's name; `none` when no route matched.
+    pub route: &'a str,
+    pub upstream: Option<&'a str>,
+    pub method: &'a str,
+    /// 0 when nothing was answered; 499 when the client left first.
+    pub status: u16,
+    pub duration: Duration,
+    pub ctx: &'a RequestCtx,
 }

@@ -2,19 +2,21 @@
 //! together, public so that benchmarks in `benches/` can measure them.
 
 pub mod access_log;
-pub mod auth;
+pub mod background;
 pub mod config;
 pub mod context;
-pub mod cors;
 pub mod drain;
 pub mod error;
 pub mod forwarded;
+pub mod gateway;
+pub mod host;
 pub mod jwt;
 pub mod metrics;
 pub mod path;
 pub mod plugin;
 pub mod proxy;
-pub mod rate_limit;
 pub mod routing;
 pub mod sharded_lru;
+pub mod state;
 pub mod upstream;
+pub mod yaml;

@@ -3,50 +3,42 @@
 //! registered once into the `prometheus` crate's default registry, which is
 //! the one that service exposes.
 //!
-//! Labels are bounded: the route is its configured prefix (`none` when no
-//! route matched), the method one of the standard ones (`OTHER` otherwise),
-//! the status its class (`2xx`).
+//! The core counts what every request has (route, method, status, duration,
+//! upstream failures, which plugin refused it and why). A plugin that wants
+//! a metric of its own asks for it with [`Metrics::counter_vec`] and counts
+//! it when it observes a finished request, so this file names no plugin.
+//!
+//! Labels are bounded: the route is its name (`none` when no route
+//! matched), the method one of the standard ones (`OTHER` otherwise), the
+//! status its class (`2xx`), a refusal's reason one its plugin defines.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Mutex, PoisonError};
 
-use async_trait::async_trait;
-use pingora::server::ShutdownWatch;
-use pingora::services::background::BackgroundService;
 use pingora_prometheus::prometheus::{
-    register_histogram_vec, register_int_counter_vec, register_int_gauge, register_int_gauge_vec,
-    HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    self, register_histogram_vec, register_int_counter_vec, register_int_gauge,
+    register_int_gauge_vec, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
 };
 
-use crate::upstream::Upstream;
+use crate::context::Finished;
 
 pub struct Metrics {
     requests: IntCounterVec,
     duration: HistogramVec,
     pub in_flight: IntGauge,
     upstream_errors: IntCounterVec,
-    jwt_rejections: IntCounterVec,
-    rate_limited: IntCounterVec,
+    refusals: IntCounterVec,
     instance_healthy: IntGaugeVec,
-}
-
-/// What one finished request contributes.
-pub struct Observation<'a> {
-    pub route: Option<&'a str>,
-    pub upstream: Option<&'a str>,
-    pub method: &'a str,
-    pub status: u16,
-    pub duration: Duration,
-    pub connect_failures: u8,
-    pub timed_out: bool,
-    pub jwt_rejection: Option<&'static str>,
-    pub rate_limited: bool,
+    /// Plugins' own counters, by name: registered once per process, however
+    /// often the plugins are built again.
+    plugin_counters: Mutex<HashMap<&'static str, IntCounterVec>>,
 }
 
 impl Metrics {
     /// Registers every metric; fails if called twice in one process.
     pub fn register() -> Result<Self, String> {
-        let e = |e: pingora_prometheus::prometheus::Error| e.to_string();
+        let e = |e: prometheus::Error| e.to_string();
         Ok(Metrics {
             requests: register_int_counter_vec!(
                 "gateway_requests_total",
@@ -72,16 +64,10 @@ impl Metrics {
                 &["upstream", "kind"]
             )
             .map_err(e)?,
-            jwt_rejections: register_int_counter_vec!(
-                "gateway_jwt_rejections_total",
-                "Requests refused by JWT auth, by reason",
-                &["reason"]
-            )
-            .map_err(e)?,
-            rate_limited: register_int_counter_vec!(
-                "gateway_rate_limited_total",
-                "Requests refused by a rate limit, by route",
-                &["route"]
+            refusals: register_int_counter_vec!(
+                "gateway_refusals_total",
+                "Requests a plugin refused, by plugin and reason",
+                &["plugin", "reason"]
             )
             .map_err(e)?,
             instance_healthy: register_int_gauge_vec!(
@@ -90,34 +76,67 @@ impl Metrics {
                 &["upstream", "instance"]
             )
             .map_err(e)?,
+            plugin_counters: Mutex::new(HashMap::new()),
         })
     }
 
-    pub fn observe(&self, o: &Observation) {
-        let route = o.route.unwrap_or("none");
+    /// A counter of a plugin's own, registered the first time it is asked
+    /// for; later calls return the same counter. Called when chains are
+    /// built, never per request.
+    pub fn counter_vec(&self, name: &'static str, help: &str, labels: &[&str]) -> IntCounterVec {
+        let mut counters = self
+            .plugin_counters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        counters
+            .entry(name)
+            .or_insert_with(|| {
+                let counter = IntCounterVec::new(Opts::new(name, help), labels)
+                    .expect("a valid metric name and labels");
+                prometheus::register(Box::new(counter.clone()))
+                    .expect("plugin metric names are unique");
+                counter
+            })
+            .clone()
+    }
+
+    pub fn observe(&self, done: &Finished) {
         self.requests
-            .with_label_values(&[route, method_label(o.method), status_class(o.status)])
+            .with_label_values(&[
+                done.route,
+                method_label(done.method),
+                status_class(done.status),
+            ])
             .inc();
         self.duration
-            .with_label_values(&[route])
-            .observe(o.duration.as_secs_f64());
-        if let Some(upstream) = o.upstream {
-            if o.connect_failures > 0 {
+            .with_label_values(&[done.route])
+            .observe(done.duration.as_secs_f64());
+        let ctx = done.ctx;
+        if let Some(upstream) = done.upstream {
+            if ctx.connect_failures > 0 {
                 self.upstream_errors
                     .with_label_values(&[upstream, "connect"])
-                    .inc_by(u64::from(o.connect_failures));
+                    .inc_by(u64::from(ctx.connect_failures));
             }
-            if o.timed_out {
+            if ctx.timed_out {
                 self.upstream_errors
                     .with_label_values(&[upstream, "timeout"])
                     .inc();
             }
         }
-        if let Some(reason) = o.jwt_rejection {
-            self.jwt_rejections.with_label_values(&[reason]).inc();
+        if let Some(refusal) = ctx.refusal {
+            self.refusals
+                .with_label_values(&[refusal.plugin, refusal.reason])
+                .inc();
         }
-        if o.rate_limited {
-            self.rate_limited.with_label_values(&[route]).inc();
+    }
+
+    /// Copies the health of each instance of `upstream` into its gauge.
+    pub fn record_health(&self, upstream: &str, instances: &[(SocketAddr, bool)]) {
+        for (addr, healthy) in instances {
+            self.instance_healthy
+                .with_label_values(&[upstream, &addr.to_string()])
+                .set(i64::from(*healthy));
         }
     }
 }
@@ -137,32 +156,6 @@ fn status_class(status: u16) -> &'static str {
         400..=499 => "4xx",
         500..=599 => "5xx",
         _ => "none",
-    }
-}
-
-/// Copies each instance's health into its gauge once a second.
-pub struct HealthGauges {
-    pub metrics: Arc<Metrics>,
-    pub upstreams: Vec<Arc<Upstream>>,
-}
-
-#[async_trait]
-impl BackgroundService for HealthGauges {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        loop {
-            for upstream in &self.upstreams {
-                for (addr, healthy) in upstream.health() {
-                    self.metrics
-                        .instance_healthy
-                        .with_label_values(&[upstream.name.as_str(), &addr.to_string()])
-                        .set(i64::from(healthy));
-                }
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = shutdown.changed() => return,
-            }
-        }
     }
 }
 

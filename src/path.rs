@@ -1,4 +1,4 @@
-//! Request path normalization.
+//! Request path normalization, and the one prefix test on it.
 //!
 //! The gateway routes, authorizes and forwards on the *same* path, so it has to
 //! be canonical before any of those decisions: otherwise `/users/../products/1`
@@ -34,26 +34,48 @@ impl fmt::Display for PathError {
 
 impl std::error::Error for PathError {}
 
+/// Whether `path` is `prefix` or below it on a segment boundary: `/users`
+/// covers `/users`, `/users/` and `/users/me`, never `/usersX`, and `/`
+/// covers every path. Routes, auth overrides and their validation all ask
+/// this, so they cannot disagree on what is under a prefix.
+#[inline]
+pub fn is_within(path: &str, prefix: &str) -> bool {
+    prefix == "/"
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 /// Normalizes the path part of a request URI (no query string: the caller splits it off).
 pub fn normalize(path: &str) -> Result<String, PathError> {
     if !path.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
 
-    // Forbidden bytes are checked over the whole path first, so a path is
-    // refused for the same reason wherever the bad byte sits.
-    let mut has_percent = false;
-    for &byte in path.as_bytes() {
+    // One pass over the whole path: forbidden bytes are refused wherever
+    // they sit (so a path is refused for the same reason whatever else is
+    // wrong with it), and anything a rewrite would change is noticed. This
+    // runs on every request and almost every path is already canonical, so
+    // the rewrite below is skipped for those.
+    let bytes = path.as_bytes();
+    let mut needs_rewrite = false;
+    // Where the '/' opening the current segment is.
+    let mut segment_start = 0;
+    for (i, &byte) in bytes.iter().enumerate() {
         match byte {
             b'\\' | 0x00..=0x1F | 0x7F => return Err(PathError::ForbiddenCharacter),
-            b'%' => has_percent = true,
+            b'%' => needs_rewrite = true,
+            b'/' if i > 0 => {
+                // An empty segment here is a `//`.
+                let segment = &bytes[segment_start + 1..i];
+                needs_rewrite |= segment.is_empty() || is_dot_segment(segment);
+                segment_start = i;
+            }
             _ => {}
         }
     }
-
-    // This runs on every request and almost every path is already canonical:
-    // skip the rewrite when nothing in it could change.
-    let needs_rewrite = has_percent || path.contains("//") || path.split('/').any(is_dot_segment);
+    // The last segment may be empty: a trailing slash stays.
+    needs_rewrite |= is_dot_segment(&bytes[segment_start + 1..]);
     if !needs_rewrite {
         return Ok(path.to_owned());
     }
@@ -77,7 +99,7 @@ pub fn normalize(path: &str) -> Result<String, PathError> {
         if segment.is_empty() {
             // Repeated slashes collapse, as NGINX does by default.
             ends_with_segment = false;
-        } else if is_dot_segment(segment) {
+        } else if is_dot_segment(segment.as_bytes()) {
             let climbs = segment == "..";
             out.truncate(start);
             if climbs {
@@ -96,8 +118,8 @@ pub fn normalize(path: &str) -> Result<String, PathError> {
     Ok(out)
 }
 
-fn is_dot_segment(segment: &str) -> bool {
-    segment == "." || segment == ".."
+fn is_dot_segment(segment: &[u8]) -> bool {
+    segment == b"." || segment == b".."
 }
 
 /// Drops the last segment of `out`, which ends with '/'; at the root there is
@@ -289,6 +311,17 @@ mod tests {
                 "input {input:?}"
             );
         }
+    }
+
+    #[test]
+    fn prefixes_cover_whole_segments() {
+        assert!(is_within("/users", "/users"));
+        assert!(is_within("/users/", "/users"));
+        assert!(is_within("/users/me", "/users"));
+        assert!(!is_within("/usersX", "/users"));
+        assert!(!is_within("/user", "/users"));
+        assert!(is_within("/anything/at/all", "/"));
+        assert!(is_within("/", "/"));
     }
 
     #[test]

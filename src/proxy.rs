@@ -1,23 +1,27 @@
 //! The gateway as Pingora sees it: one `ProxyHttp` whose phases stay short
-//! and hand the real work to the modules that own it.
+//! and hand the real work to the modules that own it. Each request is
+//! served from the `State` current when it arrived, to its end.
 //!
 //! request_filter          redirect to HTTPS, normalize the path, answer
 //!                         `/` and `/healthz`, pick the route, refuse
-//!                         oversized bodies, then the route's plugins (CORS,
-//!                         rate limit, auth), which may answer
+//!                         oversized bodies, then the route's plugins, which
+//!                         may answer or refuse
 //! upstream_peer           pick an instance of the route's upstream
 //! fail_to_connect         retry an idempotent request once elsewhere
-//! upstream_request_filter rewrite the URI, Host and X-Forwarded-* headers;
-//!                         plugins add theirs (claim headers)
-//! response_filter         return the request id; plugins add theirs (CORS,
-//!                         RateLimit-*); `Connection: close` while draining
+//! upstream_request_filter the URI, Host and X-Forwarded-* headers; plugins
+//!                         add theirs
+//! response_filter         the request id and the headers plugins decided
+//!                         on; plugins adjust the rest; `Connection: close`
+//!                         while draining
 //! fail_to_proxy           turn a failure into a JSON 4xx/5xx
-//! logging                 one access-log line and the metrics
+//! logging                 one access-log line, the metrics, and the
+//!                         plugins' look at the finished request
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::{HeaderName, CONTENT_LENGTH, HOST, USER_AGENT};
@@ -28,15 +32,16 @@ use pingora::proxy::FailToProxy;
 use pingora::{Error, ErrorType};
 
 use crate::access_log::{AccessLog, LogEntry};
-use crate::config::Config;
-use crate::context::RequestCtx;
+use crate::config::{InstanceUrl, ListenerSettings, UNMATCHED};
+use crate::context::{Finished, Refusal, RequestCtx};
 use crate::drain::Draining;
 use crate::error::{Answer, GatewayError};
-use crate::forwarded::{self, TrustedProxies};
-use crate::metrics::{Metrics, Observation};
+use crate::forwarded;
+use crate::host::strip_port;
+use crate::metrics::Metrics;
 use crate::path;
-use crate::plugin::{Chain, Flow, Plugin};
-use crate::routing::RouteTable;
+use crate::plugin::Flow;
+use crate::state::State;
 use crate::upstream::Upstream;
 
 // Statics rather than `&str`s: a lookup by `HeaderName` skips parsing the
@@ -47,81 +52,73 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-pub struct Gateway {
-    routes: RouteTable,
-    /// Each route's plugins, by route index.
-    chains: Vec<Chain>,
-    /// For requests that match no route.
-    default_chain: Chain,
+pub struct Proxy {
+    state: Arc<ArcSwap<State>>,
     /// Listener port to HTTPS port, for `redirect_to_https` listeners.
     redirects: Vec<(u16, u16)>,
     draining: Draining,
-    upstreams: Vec<Arc<Upstream>>,
     metrics: Option<Arc<Metrics>>,
-    trusted_proxies: TrustedProxies,
-    max_body_size: u64,
     access_log: Arc<AccessLog>,
 }
 
-impl Gateway {
+/// One request as the proxy follows it.
+pub struct ProxyCtx {
+    /// The state this request is served from, whatever replaces it
+    /// meanwhile.
+    state: Arc<State>,
+    /// Its entry in `state.routes`, once matched.
+    route: Option<usize>,
+    /// What it has learned, for the plugins, the log and the metrics.
+    req: RequestCtx,
+    /// The instance of the latest attempt, whose `Host` the upstream gets.
+    instance: Option<Arc<InstanceUrl>>,
+    /// The instance that refused the last connect, for the retry to avoid.
+    failed_addr: Option<SocketAddr>,
+}
+
+impl Proxy {
     pub fn new(
-        config: &Config,
-        chains: Vec<Chain>,
-        default_chain: Chain,
-        upstreams: Vec<Arc<Upstream>>,
+        state: Arc<ArcSwap<State>>,
+        listeners: &[ListenerSettings],
         metrics: Option<Arc<Metrics>>,
         access_log: Arc<AccessLog>,
         draining: Draining,
     ) -> Self {
-        Gateway {
-            routes: RouteTable::new(&config.routes),
-            chains,
-            default_chain,
-            redirects: config
-                .listeners
+        Proxy {
+            state,
+            redirects: listeners
                 .iter()
                 .filter_map(|l| l.redirect_to.map(|https| (l.address.port(), https)))
                 .collect(),
             draining,
-            upstreams,
             metrics,
-            trusted_proxies: TrustedProxies::new(config.trusted_proxies.clone()),
-            max_body_size: config.max_body_size,
             access_log,
         }
-    }
-}
-
-impl Gateway {
-    fn chain(&self, ctx: &RequestCtx) -> &[Box<dyn Plugin>] {
-        ctx.route.map_or(&self.default_chain, |i| &self.chains[i])
-    }
-
-    fn upstream_of(&self, ctx: &RequestCtx) -> Option<&Upstream> {
-        ctx.route
-            .map(|i| &*self.upstreams[self.routes.get(i).upstream])
     }
 
     /// Fills the context from the request head; `Err` is the answer to give
     /// instead of proxying. A request without a route is admitted with
     /// `ctx.route` unset: it gets its 404 after the plugins (a CORS
     /// preflight to any path is still answered).
-    fn admit(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Result<(), Answer> {
-        ctx.request_id = forwarded::request_id(req.headers.get(&REQUEST_ID).map(|v| v.as_bytes()));
-        if let Some(peer) = ctx.peer {
+    fn admit(&self, req: &RequestHeader, ctx: &mut ProxyCtx) -> Result<(), Answer> {
+        let state = &ctx.state;
+        let learned = &mut ctx.req;
+        learned.request_id =
+            forwarded::request_id(req.headers.get(&REQUEST_ID).map(|v| v.as_bytes()));
+        if let Some(peer) = learned.peer {
             let chain = header_str(req, &X_FORWARDED_FOR);
-            ctx.client_ip = Some(self.trusted_proxies.client_ip(peer, chain));
+            learned.client_ip = Some(state.trusted_proxies.client_ip(peer, chain));
         }
-        ctx.client_host = header_str(req, &HOST)
+        learned.client_host = header_str(req, &HOST)
             .or_else(|| req.uri.authority().map(|a| a.as_str()))
             .map(str::to_string);
-        if let Some(location) = self.https_location(req, ctx) {
+        if let Some(location) = self.https_location(req, learned) {
             return Err(Answer::Redirect(location));
         }
 
-        ctx.path = path::normalize(req.uri.path())
+        learned.path = path::normalize(req.uri.path())
             .map_err(|e| Answer::Error(GatewayError::BadRequest(e.to_string())))?;
-        let path = ctx.path.as_str();
+        let path = learned.path.as_str();
         if req.method == "GET" || req.method == "HEAD" {
             match path {
                 "/" => return Err(Answer::Running),
@@ -130,8 +127,8 @@ impl Gateway {
             }
         }
 
-        let host = ctx.client_host.as_deref().map(strip_port);
-        let Some(index) = self.routes.find(host, path) else {
+        let host = learned.client_host.as_deref().map(strip_port);
+        let Some(index) = state.routes.find(host, path) else {
             return Ok(());
         };
         ctx.route = Some(index);
@@ -140,17 +137,16 @@ impl Gateway {
             let length: u64 = length.trim().parse().map_err(|_| {
                 Answer::Error(GatewayError::BadRequest("Invalid Content-Length".into()))
             })?;
-            if length > self.max_body_size {
+            if length > state.max_body_size {
                 return Err(Answer::Error(GatewayError::PayloadTooLarge));
             }
         }
 
-        let mut uri = self.routes.get(index).upstream_path(path);
-        if let Some(query) = req.uri.query() {
-            uri.push('?');
-            uri.push_str(query);
-        }
-        ctx.upstream_uri = uri;
+        let route = &state.routes.get(index).route;
+        let uri = route
+            .upstream_uri(path, req.uri.query())
+            .map_err(|_| Answer::Error(GatewayError::BadRequest("Malformed request".into())))?;
+        learned.upstream_uri = Some(uri);
         Ok(())
     }
 
@@ -182,7 +178,12 @@ impl Gateway {
     }
 
     /// Writes one of the gateway's own answers; the only place that does.
-    async fn answer(&self, session: &mut Session, ctx: &RequestCtx, answer: Answer) -> Result<u16> {
+    async fn answer(
+        &self,
+        session: &mut Session,
+        ctx: &mut ProxyCtx,
+        answer: Answer,
+    ) -> Result<u16> {
         let (status, content) = match &answer {
             Answer::Running => (
                 200,
@@ -204,7 +205,7 @@ impl Gateway {
                 e.status(),
                 Some((
                     "application/json",
-                    Bytes::from(e.json_body(&ctx.request_id)),
+                    Bytes::from(e.json_body(&ctx.req.request_id)),
                 )),
             ),
         };
@@ -213,7 +214,7 @@ impl Gateway {
             header.insert_header("content-type", *content_type)?;
             header.insert_header("content-length", body.len())?;
         }
-        header.insert_header(REQUEST_ID.as_str(), &ctx.request_id)?;
+        header.insert_header(REQUEST_ID.as_str(), &ctx.req.request_id)?;
         match &answer {
             Answer::Error(e) => {
                 if let Some((name, value)) = e.extra_header() {
@@ -223,9 +224,7 @@ impl Gateway {
             Answer::Redirect(location) => header.insert_header("location", location)?,
             _ => {}
         }
-        for plugin in self.chain(ctx) {
-            plugin.response(session.req_header(), &mut header, ctx)?;
-        }
+        finish_response(session.req_header(), &mut header, ctx)?;
         self.close_if_draining(session);
         let body = content
             .map(|(_, body)| body)
@@ -240,15 +239,26 @@ impl Gateway {
     }
 }
 
-fn header_str<'a>(req: &'a RequestHeader, name: &HeaderName) -> Option<&'a str> {
-    req.headers.get(name).and_then(|v| v.to_str().ok())
+/// What every response gets, the upstream's and the gateway's own alike:
+/// the headers plugins decided on while admitting the request (a request
+/// has one response, so they are moved into it), then each plugin's
+/// adjustments.
+fn finish_response(
+    req: &RequestHeader,
+    resp: &mut ResponseHeader,
+    ctx: &mut ProxyCtx,
+) -> Result<()> {
+    for (name, value) in ctx.req.response_headers.drain(..) {
+        resp.insert_header(name, value)?;
+    }
+    for plugin in ctx.state.chain(ctx.route) {
+        plugin.response(req, resp, &ctx.req)?;
+    }
+    Ok(())
 }
 
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host.split_once(']').map_or(host, |(v6, _)| &v6[1..]);
-    }
-    host.rsplit_once(':').map_or(host, |(name, _)| name)
+fn header_str<'a>(req: &'a RequestHeader, name: &HeaderName) -> Option<&'a str> {
+    req.headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 fn client_peer(session: &Session) -> Option<IpAddr> {
@@ -263,11 +273,17 @@ fn is_tls(session: &Session) -> bool {
 }
 
 #[async_trait]
-impl ProxyHttp for Gateway {
-    type CTX = RequestCtx;
+impl ProxyHttp for Proxy {
+    type CTX = ProxyCtx;
 
-    fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::default()
+    fn new_ctx(&self) -> ProxyCtx {
+        ProxyCtx {
+            state: self.state.load_full(),
+            route: None,
+            req: RequestCtx::default(),
+            instance: None,
+            failed_addr: None,
+        }
     }
 
     /// Pingora's default adds a compression module at level 0: it compresses
@@ -276,13 +292,13 @@ impl ProxyHttp for Gateway {
     /// them, so it has no modules.
     fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+    async fn request_filter(&self, session: &mut Session, ctx: &mut ProxyCtx) -> Result<bool> {
         if let Some(metrics) = &self.metrics {
             metrics.in_flight.inc();
-            ctx.in_flight = true;
+            ctx.req.in_flight = true;
         }
-        ctx.peer = client_peer(session);
-        ctx.local_port = session
+        ctx.req.peer = client_peer(session);
+        ctx.req.local_port = session
             .server_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.port());
@@ -290,11 +306,20 @@ impl ProxyHttp for Gateway {
             self.answer(session, ctx, answer).await?;
             return Ok(true);
         }
-        for plugin in self.chain(ctx) {
-            if let Flow::Respond(answer) = plugin.request(session.req_header(), ctx).await {
-                self.answer(session, ctx, answer).await?;
-                return Ok(true);
-            }
+        for plugin in ctx.state.chain(ctx.route) {
+            let answer = match plugin.request(session.req_header(), &mut ctx.req).await {
+                Flow::Continue => continue,
+                Flow::Respond(answer) => answer,
+                Flow::Refuse { reason, error } => {
+                    ctx.req.refusal = Some(Refusal {
+                        plugin: plugin.name(),
+                        reason,
+                    });
+                    Answer::Error(error)
+                }
+            };
+            self.answer(session, ctx, answer).await?;
+            return Ok(true);
         }
         if ctx.route.is_none() {
             self.answer(session, ctx, Answer::Error(GatewayError::NotFound))
@@ -307,12 +332,13 @@ impl ProxyHttp for Gateway {
     async fn upstream_peer(
         &self,
         _session: &mut Session,
-        ctx: &mut RequestCtx,
+        ctx: &mut ProxyCtx,
     ) -> Result<Box<HttpPeer>> {
-        let upstream = self
-            .upstream_of(ctx)
+        let upstream = ctx
+            .state
+            .upstream(ctx.route)
             .ok_or_else(|| Error::new(ErrorType::InternalError))?;
-        ctx.attempts += 1;
+        ctx.req.attempts += 1;
         let selected = upstream.select(ctx.failed_addr).ok_or_else(|| {
             Error::explain(
                 ErrorType::ConnectNoRoute,
@@ -320,7 +346,7 @@ impl ProxyHttp for Gateway {
             )
             .into_up()
         })?;
-        ctx.upstream_addr = Some(selected.addr);
+        ctx.req.upstream_addr = Some(selected.addr);
         ctx.instance = Some(selected.instance);
         Ok(selected.peer)
     }
@@ -329,15 +355,16 @@ impl ProxyHttp for Gateway {
         &self,
         session: &mut Session,
         _peer: &HttpPeer,
-        ctx: &mut RequestCtx,
+        ctx: &mut ProxyCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        ctx.failed_addr = ctx.upstream_addr;
-        ctx.connect_failures += 1;
-        let another_try = ctx.attempts < 2
+        ctx.failed_addr = ctx.req.upstream_addr;
+        ctx.req.connect_failures += 1;
+        let another_try = ctx.req.attempts < 2
             && session.req_header().method.is_idempotent()
-            && self
-                .upstream_of(ctx)
+            && ctx
+                .state
+                .upstream(ctx.route)
                 .is_some_and(Upstream::has_alternatives);
         e.set_retry(another_try);
         e
@@ -347,19 +374,28 @@ impl ProxyHttp for Gateway {
         &self,
         session: &mut Session,
         upstream_request: &mut RequestHeader,
-        ctx: &mut RequestCtx,
+        ctx: &mut ProxyCtx,
     ) -> Result<()> {
-        let uri = ctx
-            .upstream_uri
-            .parse()
-            .map_err(|_| Error::explain(ErrorType::HTTPStatus(400), "unparsable upstream URI"))?;
+        let Some(route) = ctx.route else {
+            return Error::e_explain(ErrorType::InternalError, "proxying without a route");
+        };
+        let uri = match ctx.req.upstream_uri.take() {
+            Some(uri) => uri,
+            // A retry: the first attempt took the URI built in `admit`.
+            None => ctx
+                .state
+                .routes
+                .get(route)
+                .route
+                .upstream_uri(&ctx.req.path, session.req_header().uri.query())
+                .map_err(|_| Error::explain(ErrorType::InternalError, "upstream URI"))?,
+        };
         upstream_request.set_uri(uri);
 
-        let route = self
-            .routes
-            .get(ctx.route.expect("routed in request_filter"));
-        match (&ctx.instance, &ctx.client_host) {
-            (Some(instance), _) if !route.preserve_host => {
+        let learned = &ctx.req;
+        let preserve_host = ctx.state.routes.get(route).route.preserve_host;
+        match (&ctx.instance, &learned.client_host) {
+            (Some(instance), _) if !preserve_host => {
                 upstream_request.insert_header("host", &instance.authority)?;
             }
             (_, Some(client_host)) => upstream_request.insert_header("host", client_host)?,
@@ -367,11 +403,11 @@ impl ProxyHttp for Gateway {
         }
 
         // Client-sent forwarding headers are kept only from trusted proxies.
-        let trusted_peer = ctx.peer.is_some_and(|p| self.trusted_proxies.contains(p));
-        if let Some(peer) = ctx.peer {
-            let chain = self
-                .trusted_proxies
-                .forwarded_for(peer, header_str(upstream_request, &X_FORWARDED_FOR));
+        let trusted_proxies = &ctx.state.trusted_proxies;
+        let trusted_peer = learned.peer.is_some_and(|p| trusted_proxies.contains(p));
+        if let Some(peer) = learned.peer {
+            let chain =
+                trusted_proxies.forwarded_for(peer, header_str(upstream_request, &X_FORWARDED_FOR));
             upstream_request.insert_header(X_FORWARDED_FOR.as_str(), chain)?;
         }
         if !(trusted_peer && upstream_request.headers.contains_key(&X_FORWARDED_PROTO)) {
@@ -379,16 +415,16 @@ impl ProxyHttp for Gateway {
             upstream_request.insert_header(X_FORWARDED_PROTO.as_str(), proto)?;
         }
         if !(trusted_peer && upstream_request.headers.contains_key(&X_FORWARDED_HOST)) {
-            match &ctx.client_host {
+            match &learned.client_host {
                 Some(host) => upstream_request.insert_header(X_FORWARDED_HOST.as_str(), host)?,
                 None => {
                     upstream_request.remove_header(&X_FORWARDED_HOST);
                 }
             }
         }
-        upstream_request.insert_header(REQUEST_ID.as_str(), &ctx.request_id)?;
-        for plugin in self.chain(ctx) {
-            plugin.upstream_request(upstream_request, ctx)?;
+        upstream_request.insert_header(REQUEST_ID.as_str(), &learned.request_id)?;
+        for plugin in ctx.state.chain(ctx.route) {
+            plugin.upstream_request(upstream_request, learned)?;
         }
         Ok(())
     }
@@ -398,11 +434,11 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         body: &mut Option<Bytes>,
         _end_of_stream: bool,
-        ctx: &mut RequestCtx,
+        ctx: &mut ProxyCtx,
     ) -> Result<()> {
         // A chunked body has no Content-Length to check up front.
-        ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
-        if ctx.body_bytes > self.max_body_size {
+        ctx.req.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
+        if ctx.req.body_bytes > ctx.state.max_body_size {
             return Error::e_explain(
                 ErrorType::HTTPStatus(413),
                 "request body over max_body_size",
@@ -415,24 +451,21 @@ impl ProxyHttp for Gateway {
         &self,
         session: &mut Session,
         upstream_response: &mut ResponseHeader,
-        ctx: &mut RequestCtx,
+        ctx: &mut ProxyCtx,
     ) -> Result<()> {
         self.close_if_draining(session);
-        upstream_response.insert_header(REQUEST_ID.as_str(), &ctx.request_id)?;
-        for plugin in self.chain(ctx) {
-            plugin.response(session.req_header(), upstream_response, ctx)?;
-        }
-        Ok(())
+        upstream_response.insert_header(REQUEST_ID.as_str(), &ctx.req.request_id)?;
+        finish_response(session.req_header(), upstream_response, ctx)
     }
 
     async fn fail_to_proxy(
         &self,
         session: &mut Session,
         e: &Error,
-        ctx: &mut RequestCtx,
+        ctx: &mut ProxyCtx,
     ) -> FailToProxy {
         let error = GatewayError::from_proxy_error(e);
-        ctx.timed_out = error == Some(GatewayError::GatewayTimeout);
+        ctx.req.timed_out = error == Some(GatewayError::GatewayTimeout);
         // The connection is closed after this answer (its state is unknown),
         // so the answer says so: a client must not send its next request
         // down it.
@@ -452,7 +485,7 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut ProxyCtx) {
         // NGINX's 499: the client left before any response was written.
         let status = match session.response_written() {
             Some(response) => response.status.as_u16(),
@@ -460,51 +493,42 @@ impl ProxyHttp for Gateway {
             None => 0,
         };
         let req = session.req_header();
-        let route = ctx.route.map(|i| self.routes.get(i));
-        let entry = LogEntry {
+        let entry = ctx.route.map(|i| ctx.state.routes.get(i));
+        let route = entry.map(|e| e.route.name.as_str());
+        let upstream = entry.map(|e| e.target.upstream.name.as_str());
+        let learned = &ctx.req;
+        let line = LogEntry {
             timestamp: SystemTime::now(),
-            request_id: &ctx.request_id,
-            client_ip: ctx.client_ip,
+            request_id: &learned.request_id,
+            client_ip: learned.client_ip,
             method: req.method.as_str(),
             path: req.uri.path_and_query().map_or("/", |p| p.as_str()),
-            route: route.map(|r| r.prefix.as_str()),
-            upstream: route.map(|r| self.upstreams[r.upstream].name.as_str()),
-            upstream_addr: ctx.upstream_addr,
+            route,
+            upstream,
+            upstream_addr: learned.upstream_addr,
             status,
             bytes: session.body_bytes_sent(),
-            duration_ms: ctx.started.elapsed(),
+            duration_ms: learned.started.elapsed(),
             user_agent: header_str(req, &USER_AGENT),
         };
-        self.access_log.record(&entry);
+        self.access_log.record(&line);
 
+        let done = Finished {
+            route: route.unwrap_or(UNMATCHED),
+            upstream,
+            method: line.method,
+            status,
+            duration: line.duration_ms,
+            ctx: learned,
+        };
         if let Some(metrics) = &self.metrics {
-            if ctx.in_flight {
+            if learned.in_flight {
                 metrics.in_flight.dec();
             }
-            metrics.observe(&Observation {
-                route: entry.route,
-                upstream: entry.upstream,
-                method: entry.method,
-                status,
-                duration: entry.duration_ms,
-                connect_failures: ctx.connect_failures,
-                timed_out: ctx.timed_out,
-                jwt_rejection: ctx.jwt_rejection,
-                rate_limited: ctx.rate_limit.is_some_and(|d| !d.allowed),
-            });
+            metrics.observe(&done);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ports_are_stripped_from_hosts() {
-        assert_eq!(strip_port("api.example.com:8080"), "api.example.com");
-        assert_eq!(strip_port("api.example.com"), "api.example.com");
-        assert_eq!(strip_port("[::1]:3000"), "::1");
-        assert_eq!(strip_port("[::1]"), "::1");
+        for plugin in ctx.state.chain(ctx.route) {
+            plugin.finished(&done);
+        }
     }
 }

@@ -1,66 +1,46 @@
-//! The route table: which upstream serves a (normalized) request path, and
-//! what path that upstream receives.
+//! The route table: which route serves a (normalized) request path, and
+//! what the route's upstream is asked for.
 //!
 //! Prefixes match on segment boundaries (`/users` takes `/users`, `/users/`
 //! and `/users/me`, never `/usersX`), the longest prefix wins, and a route
-//! with a host beats one without. The table is sorted once at startup so a
-//! lookup is a scan that stops at the first match.
+//! with a host beats one without. The table is sorted once when it is built,
+//! so a lookup is a scan that stops at the first match. Each entry carries
+//! its route with a target of the caller's choosing (the gateway's: the
+//! route's plugin chain and upstream), so the table knows matching only.
+
+use http::uri::{InvalidUri, Uri};
 
 use crate::config::{Rewrite, RouteSettings};
+use crate::host::HostPattern;
+use crate::path;
 
 #[derive(Debug)]
 pub struct Route {
+    /// The route's label in metrics and the access log.
+    pub name: String,
     pub prefix: String,
     host: Option<HostPattern>,
-    /// Index of the upstream in the gateway's upstream list.
-    pub upstream: usize,
     rewrite: Rewrite,
     pub preserve_host: bool,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum HostPattern {
-    Exact(String),
-    /// `*.shop.example` stored as `.shop.example`.
-    Suffix(String),
-}
-
-impl HostPattern {
-    fn new(pattern: &str) -> Self {
-        match pattern.strip_prefix('*') {
-            Some(suffix) => HostPattern::Suffix(suffix.to_string()),
-            None => HostPattern::Exact(pattern.to_string()),
-        }
-    }
-
-    fn matches(&self, host: &str) -> bool {
-        match self {
-            HostPattern::Exact(name) => name.eq_ignore_ascii_case(host),
-            HostPattern::Suffix(suffix) => {
-                host.len() > suffix.len()
-                    && host.is_char_boundary(host.len() - suffix.len())
-                    && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
-            }
-        }
-    }
 }
 
 impl Route {
     pub fn new(settings: &RouteSettings) -> Self {
         Route {
+            name: settings.name.clone(),
             prefix: settings.prefix.clone(),
-            host: settings.host.as_deref().map(HostPattern::new),
-            upstream: settings.upstream,
+            host: settings.host.clone(),
             rewrite: settings.rewrite.clone(),
             preserve_host: settings.preserve_host,
         }
     }
 
-    fn matches_path(&self, path: &str) -> bool {
-        self.prefix == "/"
-            || path
-                .strip_prefix(self.prefix.as_str())
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    fn matches(&self, host: Option<&str>, path: &str) -> bool {
+        path::is_within(path, &self.prefix)
+            && match &self.host {
+                None => true,
+                Some(pattern) => host.is_some_and(|h| pattern.matches(h)),
+            }
     }
 
     /// The path this route's upstream receives for `path`, which must have
@@ -81,51 +61,60 @@ impl Route {
             Rewrite::Replace(replacement) => format!("{replacement}{rest}"),
         }
     }
+
+    /// What the upstream is asked for: the rewritten `path` and the
+    /// client's `query`, untouched.
+    pub fn upstream_uri(&self, path: &str, query: Option<&str>) -> Result<Uri, InvalidUri> {
+        let mut uri = self.upstream_path(path);
+        if let Some(query) = query {
+            uri.push('?');
+            uri.push_str(query);
+        }
+        Uri::try_from(uri)
+    }
 }
 
-#[derive(Debug)]
-pub struct RouteTable {
-    /// In config order, so a route's index is its `routes[i]` everywhere.
-    routes: Vec<Route>,
+pub struct Entry<T> {
+    pub route: Route,
+    pub target: T,
+}
+
+pub struct RouteTable<T> {
+    /// In config order, so an entry's index is its `routes[i]`.
+    entries: Vec<Entry<T>>,
     /// Indices in matching order: longest prefix first; for equal prefixes,
     /// host-bound routes first.
     match_order: Vec<usize>,
 }
 
-impl RouteTable {
-    pub fn new(settings: &[RouteSettings]) -> Self {
-        let routes: Vec<Route> = settings.iter().map(Route::new).collect();
-        let mut match_order: Vec<usize> = (0..routes.len()).collect();
+impl<T> RouteTable<T> {
+    pub fn new(entries: Vec<Entry<T>>) -> Self {
+        let mut match_order: Vec<usize> = (0..entries.len()).collect();
         match_order.sort_by(|&a, &b| {
-            let (a, b) = (&routes[a], &routes[b]);
+            let (a, b) = (&entries[a].route, &entries[b].route);
             b.prefix
                 .len()
                 .cmp(&a.prefix.len())
                 .then(b.host.is_some().cmp(&a.host.is_some()))
         });
         RouteTable {
-            routes,
+            entries,
             match_order,
         }
     }
 
-    pub fn get(&self, index: usize) -> &Route {
-        &self.routes[index]
+    pub fn get(&self, index: usize) -> &Entry<T> {
+        &self.entries[index]
     }
 
-    /// The index (in config order) of the route serving `path`; `host` is
-    /// the request's host without its port, if it sent one. An index (not a
-    /// reference) so the per-request context can hold it without borrowing
-    /// the table.
+    /// The index of the entry serving `path`; `host` is the request's host
+    /// without its port, if it sent one. An index (not a reference) so the
+    /// per-request context can hold it beside the table that owns it.
     pub fn find(&self, host: Option<&str>, path: &str) -> Option<usize> {
-        self.match_order.iter().copied().find(|&i| {
-            let route = &self.routes[i];
-            route.matches_path(path)
-                && match &route.host {
-                    None => true,
-                    Some(pattern) => host.is_some_and(|h| pattern.matches(h)),
-                }
-        })
+        self.match_order
+            .iter()
+            .copied()
+            .find(|&i| self.entries[i].route.matches(host, path))
     }
 }
 
@@ -133,19 +122,26 @@ impl RouteTable {
 mod tests {
     use super::*;
 
-    fn route(prefix: &str, upstream: usize, host: Option<&str>, rewrite: Rewrite) -> RouteSettings {
-        RouteSettings {
+    /// A route whose target is the number of its upstream.
+    fn route(prefix: &str, upstream: usize, host: Option<&str>, rewrite: Rewrite) -> Entry<usize> {
+        let host = host.map(|h| HostPattern::parse(h).unwrap());
+        let settings = RouteSettings {
+            name: prefix.into(),
             prefix: prefix.into(),
-            host: host.map(str::to_string),
+            host,
             upstream,
             rewrite,
             preserve_host: false,
             plugins: Vec::new(),
+        };
+        Entry {
+            route: Route::new(&settings),
+            target: upstream,
         }
     }
 
-    fn table() -> RouteTable {
-        RouteTable::new(&[
+    fn table() -> RouteTable<usize> {
+        RouteTable::new(vec![
             route("/users", 0, None, Rewrite::Strip),
             route("/users/admin", 1, None, Rewrite::Strip),
             route("/products", 2, None, Rewrite::Keep),
@@ -158,7 +154,7 @@ mod tests {
     fn upstream_of(host: Option<&str>, path: &str) -> Option<usize> {
         {
             let t = table();
-            t.find(host, path).map(|i| t.get(i).upstream)
+            t.find(host, path).map(|i| t.get(i).target)
         }
     }
 
@@ -194,7 +190,7 @@ mod tests {
     #[test]
     fn rewrites() {
         let t = table();
-        let rewrite = |path: &str| t.get(t.find(None, path).unwrap()).upstream_path(path);
+        let rewrite = |path: &str| t.get(t.find(None, path).unwrap()).route.upstream_path(path);
         assert_eq!(rewrite("/users/me"), "/me");
         assert_eq!(rewrite("/users"), "/");
         assert_eq!(rewrite("/users/"), "/");
@@ -204,13 +200,24 @@ mod tests {
     }
 
     #[test]
+    fn the_upstream_uri_keeps_the_query() {
+        let t = table();
+        let uri = |path: &str, query| {
+            let entry = t.get(t.find(None, path).unwrap());
+            entry.route.upstream_uri(path, query).unwrap().to_string()
+        };
+        assert_eq!(uri("/users/me", Some("a=1&b=%20")), "/me?a=1&b=%20");
+        assert_eq!(uri("/users", None), "/");
+    }
+
+    #[test]
     fn a_root_route_catches_everything() {
-        let t = RouteTable::new(&[
+        let t = RouteTable::new(vec![
             route("/", 0, None, Rewrite::Strip),
             route("/api", 1, None, Rewrite::Replace(String::new())),
         ]);
-        let rewrite = |path: &str| t.get(t.find(None, path).unwrap()).upstream_path(path);
-        assert_eq!(t.get(t.find(None, "/anything").unwrap()).upstream, 0);
+        let rewrite = |path: &str| t.get(t.find(None, path).unwrap()).route.upstream_path(path);
+        assert_eq!(t.get(t.find(None, "/anything").unwrap()).target, 0);
         assert_eq!(rewrite("/anything"), "/anything");
         assert_eq!(rewrite("/api"), "/");
         assert_eq!(rewrite("/api/x"), "/x");

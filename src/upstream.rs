@@ -9,7 +9,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use log::warn;
@@ -18,15 +19,17 @@ use pingora::lb::health_check::HttpHealthCheck;
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::{Backend, Backends, LoadBalancer};
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
-use pingora::services::background::{background_service, GenBackgroundService};
 use pingora::upstreams::peer::HttpPeer;
 
+use crate::background::Task;
 use crate::config::{InstanceUrl, Timeouts, UpstreamSettings};
+
+type Pool = LoadBalancer<RoundRobin>;
 
 /// One upstream service as the proxy sees it.
 pub struct Upstream {
     pub name: String,
-    pool: Arc<LoadBalancer<RoundRobin>>,
+    pool: Arc<Pool>,
     timeouts: Timeouts,
     /// How many configured instances there are; a retry only makes sense
     /// when there is another one to try.
@@ -41,52 +44,46 @@ pub struct Selected {
 }
 
 impl Upstream {
-    /// Builds the pool and resolves it once, so the first request already has
-    /// instances. Returns the background service that keeps the pool fresh
-    /// when it has anything to do (host names to re-resolve or health checks).
-    pub fn build(
-        settings: &UpstreamSettings,
-    ) -> (
-        Upstream,
-        Option<GenBackgroundService<LoadBalancer<RoundRobin>>>,
-    ) {
+    /// Builds the pool, still empty until [`Upstream::prepare`] resolves it,
+    /// and the tasks that keep it fresh (re-resolving host names, running
+    /// health checks) for as long as the upstream is in use.
+    pub fn new(settings: &UpstreamSettings) -> (Upstream, Vec<Task>) {
         let discovery = Dns::new(&settings.instances);
-        let needs_refresh = discovery.has_names();
-        let mut pool =
-            LoadBalancer::<RoundRobin>::from_backends(Backends::new(Box::new(discovery)));
-        pool.parallel_health_check = true;
-        if needs_refresh {
-            pool.update_frequency = Some(settings.resolve_interval);
-        }
-        if let Some(hc) = &settings.health_check {
+        let resolve_every = discovery.has_names().then_some(settings.resolve_interval);
+        let mut pool = Pool::from_backends(Backends::new(Box::new(discovery)));
+        let check_every = settings.health_check.as_ref().map(|hc| {
             // One Host header for the whole service: its instances are
             // replicas of one service, addressed by the first URL's name.
             let first = &settings.instances[0];
             let mut check = HttpHealthCheck::new(&first.authority, first.tls);
-            check
-                .req
-                .set_uri(hc.path.parse().expect("validated health check path"));
+            check.req.set_uri(hc.path.clone().into());
             check.peer_template.options.connection_timeout = Some(hc.timeout);
             check.peer_template.options.read_timeout = Some(hc.timeout);
             pool.set_health_check(Box::new(check));
-            pool.health_check_frequency = Some(hc.interval);
+            hc.interval
+        });
+        let pool = Arc::new(pool);
+        let mut tasks: Vec<Task> = Vec::new();
+        if let Some(every) = resolve_every {
+            tasks.push(Box::pin(keep_resolved(Arc::downgrade(&pool), every)));
         }
-
-        initial_resolve(&pool, &settings.name);
-
-        let (pool, background) = if needs_refresh || settings.health_check.is_some() {
-            let service = background_service(&format!("upstream {}", settings.name), pool);
-            (service.task(), Some(service))
-        } else {
-            (Arc::new(pool), None)
-        };
+        if let Some(every) = check_every {
+            tasks.push(Box::pin(keep_checked(Arc::downgrade(&pool), every)));
+        }
         let upstream = Upstream {
             name: settings.name.clone(),
             pool,
             timeouts: settings.timeouts.clone(),
             instance_count: settings.instances.len(),
         };
-        (upstream, background)
+        (upstream, tasks)
+    }
+
+    /// The first resolution, so the first request already has instances.
+    pub async fn prepare(&self) {
+        if let Err(e) = self.pool.update().await {
+            warn!("upstream {}: first resolution failed: {e}", self.name);
+        }
     }
 
     /// Each instance's address and whether it is healthy (true without
@@ -142,15 +139,23 @@ impl Upstream {
     }
 }
 
-/// Startup runs before Pingora's runtimes exist, so the first resolution
-/// gets a small runtime of its own.
-fn initial_resolve(pool: &LoadBalancer<RoundRobin>, name: &str) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime for startup");
-    if let Err(e) = runtime.block_on(pool.update()) {
-        warn!("upstream {name}: first resolution failed: {e}");
+/// Resolves the pool's host names again every `every`.
+async fn keep_resolved(pool: Weak<Pool>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(pool) = pool.upgrade() else { return };
+        // A failed lookup keeps the last good addresses (see `Dns`).
+        let _ = pool.update().await;
+    }
+}
+
+/// Health-checks every instance now and then every `every`.
+async fn keep_checked(pool: Weak<Pool>, every: Duration) {
+    loop {
+        let Some(strong) = pool.upgrade() else { return };
+        strong.backends().run_health_check(true).await;
+        drop(strong);
+        tokio::time::sleep(every).await;
     }
 }
 
@@ -183,19 +188,17 @@ impl Dns {
         let answer = tokio::net::lookup_host(key.as_str())
             .await
             .map(|addrs| addrs.collect::<Vec<_>>());
+        let mut last_good = self
+            .last_good
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         match answer {
             Ok(addrs) => {
-                self.last_good.lock().unwrap().insert(key, addrs.clone());
+                last_good.insert(key, addrs.clone());
                 addrs
             }
             Err(e) => {
-                let previous = self
-                    .last_good
-                    .lock()
-                    .unwrap()
-                    .get(&key)
-                    .cloned()
-                    .unwrap_or_default();
+                let previous = last_good.get(&key).cloned().unwrap_or_default();
                 warn!(
                     "cannot resolve upstream instance {key}: {e}; keeping {} known address(es)",
                     previous.len()

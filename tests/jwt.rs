@@ -668,6 +668,10 @@ async fn preflights_need_no_token_and_other_shapes_do() {
     assert_ne!(raw_request(gw.port(), preflight).await.status, 401);
     let plain_options = "OPTIONS /users/me HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     assert_eq!(raw_request(gw.port(), plain_options).await.status, 401);
+    // A preflight always has an Origin: without one it is a plain OPTIONS,
+    // the same predicate the CORS plugin answers preflights by.
+    let no_origin = "OPTIONS /users/me HTTP/1.1\r\nHost: x\r\nAccess-Control-Request-Method: POST\r\nConnection: close\r\n\r\n";
+    assert_eq!(raw_request(gw.port(), no_origin).await.status, 401);
     let upgrade = "GET /users/me HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, close\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
     let r = raw_request(gw.port(), upgrade).await;
     assert_eq!(r.status, 401);

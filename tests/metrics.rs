@@ -114,6 +114,17 @@ routes:
     let reason = |r: &str| sample(&text, "gateway_jwt_rejections_total", &[("reason", r)]);
     assert_eq!(reason("missing_token"), Some(1.0));
     assert_eq!(reason("malformed"), Some(1.0));
+    // The same refusals, counted by the core without naming any plugin.
+    let refused = |plugin: &str, reason: &str| {
+        sample(
+            &text,
+            "gateway_refusals_total",
+            &[("plugin", plugin), ("reason", reason)],
+        )
+    };
+    assert_eq!(refused("jwt", "missing_token"), Some(1.0));
+    assert_eq!(refused("jwt", "malformed"), Some(1.0));
+    assert_eq!(refused("rate_limit", "over_limit"), Some(1.0));
     assert_eq!(
         sample(
             &text,
@@ -148,5 +159,86 @@ routes:
             &[("upstream", "svc"), ("instance", &instance)]
         ),
         Some(1.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn routes_are_labelled_by_name_in_metrics_and_the_log() {
+    let upstream = Upstream::start("svc").await;
+    let admin = free_port();
+    // Three routes with one prefix: two bound to hosts (one named), and
+    // the fallback. Labelled by prefix alone they would share one label.
+    let gw = Gateway::start(&format!(
+        "listeners: [{{address: '127.0.0.1:{{port}}'}}]
+admin: {{address: '127.0.0.1:{admin}'}}
+access_log: {{format: json, output: '{{dir}}/access.log'}}
+upstreams:
+  svc: {{instances: ['{}']}}
+routes:
+  - {{prefix: /users, host: a.example, upstream: svc}}
+  - {{prefix: /users, host: b.example, upstream: svc, name: users-b}}
+  - {{prefix: /users, upstream: svc}}
+",
+        upstream.url()
+    ))
+    .await;
+    let c = client();
+    for (host, times) in [("a.example", 1), ("b.example", 2), ("c.example", 3)] {
+        for _ in 0..times {
+            let r = c
+                .get(gw.url("/users/me"))
+                .header("host", host)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        }
+    }
+    // Metrics are counted once the response is out, so the last request's
+    // may lag the client's view of it.
+    let metrics_url = format!("http://127.0.0.1:{admin}/metrics");
+    wait_until(Duration::from_secs(10), "each route's own count", || {
+        let url = metrics_url.clone();
+        async move {
+            let text = client().get(&url).send().await.unwrap().text().await.unwrap();
+            let count = |route: &str| {
+                sample(
+                    &text,
+                    "gateway_requests_total",
+                    &[("route", route), ("status", "2xx")],
+                )
+            };
+            count("a.example/users") == Some(1.0)
+                && count("users-b") == Some(2.0)
+                && count("/users") == Some(3.0)
+        }
+    })
+    .await;
+
+    let log = gw.dir().join("access.log");
+    let mut routes = Vec::new();
+    wait_until(Duration::from_secs(10), "six access log lines", || {
+        routes = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            // Not the readiness checks of `/`.
+            .filter(|v| v["path"] == "/users/me")
+            .map(|v| v["route"].as_str().unwrap_or_default().to_string())
+            .collect();
+        let done = routes.len() == 6;
+        async move { done }
+    })
+    .await;
+    assert_eq!(
+        routes,
+        [
+            "a.example/users",
+            "users-b",
+            "users-b",
+            "/users",
+            "/users",
+            "/users"
+        ]
     );
 }

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 
 use super::raw::RawListener;
-use super::{problem, Problem};
+use crate::yaml::Invalid;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerSettings {
@@ -23,15 +23,15 @@ pub struct TlsFiles {
     pub key_file: String,
 }
 
-pub(super) fn validate_listeners(raw: Vec<RawListener>) -> Result<Vec<ListenerSettings>, Problem> {
+pub(super) fn validate_listeners(raw: Vec<RawListener>) -> Result<Vec<ListenerSettings>, Invalid> {
     if raw.is_empty() {
-        return Err(problem("listeners", "at least one listener is needed"));
+        return Err(Invalid::at("listeners", "at least one listener is needed"));
     }
     let mut listeners = Vec::new();
     for (i, l) in raw.iter().enumerate() {
         let at = format!("listeners[{i}]");
         let address = l.address.parse::<SocketAddr>().map_err(|_| {
-            problem(
+            Invalid::at(
                 format!("{at}.address"),
                 format!(
                     "`{}` is not an IP:port address (e.g. 0.0.0.0:3000)",
@@ -59,7 +59,7 @@ pub(super) fn validate_listeners(raw: Vec<RawListener>) -> Result<Vec<ListenerSe
             None => None,
         };
         if l.redirect_to_https && tls.is_some() {
-            return Err(problem(
+            return Err(Invalid::at(
                 format!("{at}.redirect_to_https"),
                 "only a plain listener redirects to HTTPS",
             ));
@@ -78,7 +78,7 @@ pub(super) fn validate_listeners(raw: Vec<RawListener>) -> Result<Vec<ListenerSe
     for (i, l) in raw.iter().enumerate() {
         if l.redirect_to_https {
             listeners[i].redirect_to = Some(https_port.ok_or_else(|| {
-                problem(
+                Invalid::at(
                     format!("listeners[{i}].redirect_to_https"),
                     "there is no TLS listener to redirect to",
                 )
@@ -89,11 +89,11 @@ pub(super) fn validate_listeners(raw: Vec<RawListener>) -> Result<Vec<ListenerSe
 }
 
 /// The file is readable and holds a PEM block ending in `marker`.
-fn check_pem(at: &str, file: &str, marker: &str) -> Result<(), Problem> {
+fn check_pem(at: &str, file: &str, marker: &str) -> Result<(), Invalid> {
     let text = std::fs::read_to_string(file)
-        .map_err(|e| problem(at, format!("cannot read {file}: {e}")))?;
+        .map_err(|e| Invalid::at(at, format!("cannot read {file}: {e}")))?;
     if !text.contains(marker) {
-        return Err(problem(
+        return Err(Invalid::at(
             at,
             format!(
                 "{file} holds no PEM `{}` block",

@@ -1,183 +1,76 @@
-//! Loading `conf/gateway.yaml`: read, expand `${VAR}`, parse into the raw
-//! shape (`raw.rs`), then validate once into the model the gateway runs on.
+//! Loading `conf/gateway.yaml`: read, expand `${VAR}` and parse into the
+//! raw shape (`yaml/`, `raw.rs`), then validate once into the model the
+//! gateway runs on. The core sections are validated here; each plugin
+//! converts its own section, in its own folder.
 //!
 //! Everything that can be checked or computed before the first request is
-//! done here, so a bad file stops startup with one message naming the file,
-//! the key path (`routes[2].upstream`) and the reason, and request handling
-//! never looks anything up by string.
+//! done here, so a bad file stops startup (or is refused by a reload) with
+//! one message naming the file, the key path (`routes[2].upstream`) and the
+//! reason, and request handling never looks anything up by string.
 
-mod auth;
-mod cors;
-mod expand;
 mod listeners;
-mod rate_limit;
 mod raw;
-mod units;
+mod routes;
+mod server;
+mod upstreams;
 
-use std::collections::HashSet;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use http::Uri;
 use ipnet::IpNet;
-use pingora::server::configuration::ServerConf;
-use serde_yaml::Value;
 
-pub use auth::{
-    AuthMode, AuthOverride, AuthRule, ClaimHeader, JwksUrlSettings, JwtSettings, PathMatch,
-    Requirements, RouteAuth,
-};
-pub use cors::{AllowHeaders, CorsSettings, OriginPattern, Origins};
 pub use listeners::{ListenerSettings, TlsFiles};
-pub use rate_limit::{
-    FailureMode, RateBackend, RateKeySource, RateLimitBackends, RateLimitSettings, RedisSettings,
-};
-pub use raw::{
-    LogFormat, RawHealthCheck as HealthCheckSettings, RawServer as ServerSettings,
-    RawTimeouts as Timeouts,
-};
+pub use routes::{Rewrite, RouteSettings, UNMATCHED};
+pub use server::ServerSettings;
+pub use upstreams::{HealthCheck, InstanceUrl, Timeouts, UpstreamSettings};
 
-use crate::path;
-use raw::{RawConfig, RawRoute, RawUpstream};
+use crate::access_log;
+use crate::plugin::chain::{PluginConfig, SharedSettings};
+use crate::plugin::cors::CorsPolicy;
+use crate::plugin::jwt_auth::config::JwtSettings;
+use crate::plugin::rate_limit::config::{BackendKind, Backends, RateLimitPolicy};
+use crate::yaml::{self, Invalid};
+use raw::RawConfig;
 
 /// The validated configuration.
 #[derive(Debug)]
 pub struct Config {
     pub server: ServerSettings,
     pub listeners: Vec<ListenerSettings>,
-    pub trusted_proxies: Vec<IpNet>,
-    pub max_body_size: u64,
-    pub access_log: AccessLogSettings,
-    pub jwt: Option<JwtSettings>,
     /// Where Prometheus metrics are served; `None`: not at all.
     pub admin: Option<SocketAddr>,
-    pub upstreams: Vec<UpstreamSettings>,
-    pub routes: Vec<RouteSettings>,
-    /// The plugins for requests that match no route (CORS on their 404s).
-    pub default_plugins: Vec<PluginConfig>,
-    pub rate_limit_backends: RateLimitBackends,
-    /// Usable but probably unintended settings, for the startup log.
+    pub access_log: access_log::Settings,
+    pub routing: RoutingSettings,
+    /// Usable but probably unintended settings, for the log.
     pub warnings: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AccessLogSettings {
-    pub format: LogFormat,
-    pub output: LogOutput,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LogOutput {
-    Stdout,
-    Stderr,
-    File(PathBuf),
-}
-
+/// What requests are served by: the routes, their upstreams and plugins,
+/// and the limits every request gets.
 #[derive(Debug)]
-pub struct UpstreamSettings {
-    pub name: String,
-    pub instances: Vec<InstanceUrl>,
-    pub timeouts: Timeouts,
-    pub health_check: Option<HealthCheckSettings>,
-    pub resolve_interval: Duration,
-}
-
-/// One `http://host:port` instance of an upstream service.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InstanceUrl {
-    pub tls: bool,
-    pub host: String,
-    pub port: u16,
-    /// What the upstream gets as `Host` (and TLS SNI): `host`, plus `:port`
-    /// when it is not the scheme's default, as a browser would send it.
-    pub authority: String,
-}
-
-#[derive(Debug, Clone)]
-pub struct RouteSettings {
-    pub prefix: String,
-    pub host: Option<String>,
-    /// Index into `Config::upstreams`.
-    pub upstream: usize,
-    pub rewrite: Rewrite,
-    pub preserve_host: bool,
-    /// The route's per-request features, in the order they run.
-    pub plugins: Vec<PluginConfig>,
-}
-
-#[derive(Debug, Clone)]
-pub enum PluginConfig {
-    /// First, so that preflights are answered before anything else and
-    /// every later answer gets the CORS headers.
-    Cors(CorsSettings),
-    /// On every route once a `jwt:` section exists, even with `auth: off`:
-    /// it also removes client-sent copies of the claim headers.
-    Auth(RouteAuth),
-    /// Before auth, or after it when budgets are kept per token claim.
-    RateLimit(RateLimitSettings),
-}
-
-/// What happens to the matched prefix before the request goes upstream.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Rewrite {
-    Keep,
-    Strip,
-    Replace(String),
-}
-
-impl Config {
-    /// The Redis backend, when some policy keeps its budgets there: only
-    /// then is it connected to.
-    pub fn redis_in_use(&self) -> Option<&RedisSettings> {
-        let used = self
-            .routes
-            .iter()
-            .flat_map(|r| &r.plugins)
-            .chain(&self.default_plugins)
-            .any(|p| matches!(p, PluginConfig::RateLimit(l) if l.backend == RateBackend::Redis));
-        self.rate_limit_backends.redis.as_ref().filter(|_| used)
-    }
-}
-
-impl ServerSettings {
-    /// Pingora's own configuration, built in code so that the gateway's
-    /// file is the only one and its keys are checked.
-    pub fn pingora_conf(&self) -> ServerConf {
-        ServerConf {
-            threads: self.threads,
-            work_stealing: self.work_stealing,
-            pid_file: self.pid_file.clone(),
-            upgrade_sock: self.upgrade_sock.clone(),
-            error_log: self.error_log.clone(),
-            ca_file: self.ca_file.clone(),
-            grace_period_seconds: Some(self.grace_period.as_secs()),
-            graceful_shutdown_timeout_seconds: Some(self.graceful_shutdown_timeout.as_secs()),
-            upstream_keepalive_pool_size: self.upstream_keepalive_pool_size,
-            // Retries are decided per request in `fail_to_connect`; this is
-            // only the ceiling.
-            max_retries: 2,
-            ..ServerConf::default()
-        }
-    }
+pub struct RoutingSettings {
+    pub trusted_proxies: Vec<IpNet>,
+    pub max_body_size: u64,
+    pub upstreams: Vec<UpstreamSettings>,
+    pub routes: Vec<RouteSettings>,
+    /// The plugins for requests that match no route (CORS on their 404s,
+    /// the global rate limit).
+    pub unmatched_plugins: Vec<PluginConfig>,
+    /// What the plugins of all routes share.
+    pub plugins: SharedSettings,
 }
 
 /// A configuration that cannot be used, and where exactly.
 #[derive(Debug)]
 pub struct ConfigError {
     pub file: PathBuf,
-    /// Key path such as `routes[2].upstream`; `None` for whole-file problems.
-    pub key: Option<String>,
-    pub reason: String,
+    pub problem: Invalid,
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.key {
-            Some(key) => write!(f, "{}: {}: {}", self.file.display(), key, self.reason),
-            None => write!(f, "{}: {}", self.file.display(), self.reason),
-        }
+        write!(f, "{}: {}", self.file.display(), self.problem)
     }
 }
 
@@ -186,168 +79,131 @@ impl std::error::Error for ConfigError {}
 /// Reads and validates the file, taking `${VAR}` values from the process
 /// environment.
 pub fn load(file: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
+    let error = |problem| ConfigError {
         file: file.to_path_buf(),
-        key: None,
-        reason: format!("cannot read: {e}"),
-    })?;
-    parse(&text, &|name| std::env::var(name).ok()).map_err(|(key, reason)| ConfigError {
-        file: file.to_path_buf(),
-        key,
-        reason,
-    })
+        problem,
+    };
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| error(Invalid::here(format!("cannot read: {e}"))))?;
+    parse(&text, &|name| std::env::var(name).ok()).map_err(error)
 }
 
-type Problem = (Option<String>, String);
-
-fn problem(key: impl Into<String>, reason: impl Into<String>) -> Problem {
-    (Some(key.into()), reason.into())
+fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Invalid> {
+    Config::try_from(yaml::parse::<RawConfig>(text, env)?)
 }
 
-/// The whole pipeline on text, separate from file reading so tests can feed
-/// it a table of documents and a fake environment.
-fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Problem> {
-    let mut doc: Value =
-        serde_yaml::from_str(text).map_err(|e| (None, format!("invalid YAML: {e}")))?;
-    expand::expand_env(&mut doc, env).map_err(|(key, reason)| (Some(key), reason))?;
-    let raw: RawConfig = serde_path_to_error::deserialize(doc).map_err(|e| {
-        let key = e.path().to_string();
-        let key = (key != ".").then_some(key);
-        (key, e.into_inner().to_string())
-    })?;
-    validate(raw)
-}
+impl TryFrom<RawConfig> for Config {
+    type Error = Invalid;
 
-fn validate(raw: RawConfig) -> Result<Config, Problem> {
-    let mut server = raw.server;
-    if server.threads == 0 {
-        server.threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    }
+    fn try_from(raw: RawConfig) -> Result<Self, Invalid> {
+        let server = ServerSettings::try_from(raw.server).map_err(|e| e.under("server"))?;
+        let listeners = listeners::validate_listeners(raw.listeners)?;
 
-    if let Some(ca_file) = &server.ca_file {
-        std::fs::File::open(ca_file)
-            .map_err(|e| problem("server.ca_file", format!("cannot read {ca_file}: {e}")))?;
-    }
+        let trusted_proxies = raw
+            .trusted_proxies
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                parse_cidr(text)
+                    .map_err(|reason| Invalid::at(format!("trusted_proxies[{i}]"), reason))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
 
-    let listeners = listeners::validate_listeners(raw.listeners)?;
+        let access_log = access_log::Settings {
+            format: raw.access_log.format,
+            output: match raw.access_log.output.as_str() {
+                "stdout" => access_log::Output::Stdout,
+                "stderr" => access_log::Output::Stderr,
+                "" => {
+                    return Err(Invalid::at(
+                        "access_log.output",
+                        "write stdout, stderr or a file path",
+                    ))
+                }
+                path => access_log::Output::File(PathBuf::from(path)),
+            },
+        };
 
-    let trusted_proxies = raw
-        .trusted_proxies
-        .iter()
-        .enumerate()
-        .map(|(i, text)| {
-            parse_cidr(text).map_err(|reason| problem(format!("trusted_proxies[{i}]"), reason))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+        let admin = raw
+            .admin
+            .map(|admin| admin_address(&admin.address, &listeners))
+            .transpose()
+            .map_err(|reason| Invalid::at("admin.address", reason))?;
 
-    let access_log = AccessLogSettings {
-        format: raw.access_log.format,
-        output: match raw.access_log.output.as_str() {
-            "stdout" => LogOutput::Stdout,
-            "stderr" => LogOutput::Stderr,
-            "" => {
-                return Err(problem(
-                    "access_log.output",
-                    "write stdout, stderr or a file path",
-                ))
+        let mut warnings = Vec::new();
+        let jwt = raw
+            .jwt
+            .map(|jwt| JwtSettings::from_raw(jwt, &server.ca_roots, &mut warnings))
+            .transpose()
+            .map_err(|e| e.under("jwt"))?;
+
+        let cors = match raw.cors {
+            Some(section) if section.enabled => {
+                Some(CorsPolicy::try_from(section).map_err(|e| e.under("cors"))?)
             }
-            path => LogOutput::File(PathBuf::from(path)),
-        },
-    };
+            _ => None,
+        };
+        let mut backends = Backends::try_from(raw.rate_limit_backends)
+            .map_err(|e| e.under("rate_limit_backends"))?;
+        let rate_limit = match raw.rate_limit {
+            Some(section) if section.enabled => Some(
+                RateLimitPolicy::from_raw(section, "global".into(), &backends)
+                    .map_err(|e| e.under("rate_limit"))?,
+            ),
+            _ => None,
+        };
 
-    let admin = match raw.admin {
-        Some(admin) => {
-            let address: SocketAddr = admin.address.parse().map_err(|_| {
-                problem(
-                    "admin.address",
-                    format!(
-                        "`{}` is not an IP:port address (e.g. 127.0.0.1:9090)",
-                        admin.address
-                    ),
-                )
-            })?;
-            if listeners.iter().any(|l| l.address.port() == address.port()) {
-                return Err(problem(
-                    "admin.address",
-                    "metrics need a port of their own, not a public listener's",
-                ));
-            }
-            Some(address)
-        }
-        None => None,
-    };
+        let upstreams = raw
+            .upstreams
+            .into_iter()
+            .map(|(name, up)| {
+                let at = format!("upstreams.{name}");
+                UpstreamSettings::from_raw(name, up).map_err(|e| e.under(&at))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
 
-    let mut warnings = Vec::new();
-    let jwt = raw
-        .jwt
-        .map(|jwt| auth::validate_jwt(jwt, server.ca_file.as_deref(), &mut warnings))
-        .transpose()?;
-
-    let cors = match raw.cors {
-        Some(section) => cors::validate_cors("cors", section)?,
-        None => None,
-    };
-    let rate_limit_backends = rate_limit::validate_backends(raw.rate_limit_backends)?;
-    let rate_limit = match raw.rate_limit {
-        Some(section) => rate_limit::validate_rate_limit(
-            "rate_limit",
-            section,
-            "global".into(),
-            &rate_limit_backends,
-        )?,
-        None => None,
-    };
-
-    let upstreams = raw
-        .upstreams
-        .into_iter()
-        .map(|(name, up)| validate_upstream(name, up))
-        .collect::<Result<Vec<_>, _>>()?;
-
-    let mut seen = HashSet::new();
-    let routes = raw
-        .routes
-        .into_iter()
-        .enumerate()
-        .map(|(i, route)| {
-            let defaults = RouteDefaults {
-                has_jwt: jwt.is_some(),
-                cors: cors.as_ref(),
-                rate_limit: rate_limit.as_ref(),
-                backends: &rate_limit_backends,
-            };
-            let route = validate_route(i, route, &upstreams, &defaults)?;
-            if !seen.insert((route.host.clone(), route.prefix.clone())) {
-                return Err(problem(
-                    format!("routes[{i}].prefix"),
-                    format!(
-                        "another route already has prefix `{}` for the same host",
-                        route.prefix
-                    ),
-                ));
-            }
-            Ok(route)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-
-    Ok(Config {
-        server,
-        listeners,
-        trusted_proxies,
-        max_body_size: raw.max_body_size.0,
-        access_log,
-        jwt,
-        admin,
-        upstreams,
-        routes,
-        default_plugins: cors
+        let defaults = routes::Defaults {
+            has_jwt: jwt.is_some(),
+            cors: cors.as_ref(),
+            rate_limit: rate_limit.as_ref(),
+            backends: &backends,
+        };
+        let routes = routes::validate_routes(raw.routes, &upstreams, &defaults)?;
+        let unmatched_plugins: Vec<PluginConfig> = cors
             .map(PluginConfig::Cors)
             .into_iter()
             .chain(rate_limit.map(PluginConfig::RateLimit))
-            .collect(),
-        rate_limit_backends,
-        warnings,
-    })
+            .collect();
+
+        // Redis is connected to only when some policy keeps budgets there.
+        let redis_used = routes
+            .iter()
+            .flat_map(|r| &r.plugins)
+            .chain(&unmatched_plugins)
+            .any(|p| matches!(p, PluginConfig::RateLimit(l) if l.backend == BackendKind::Redis));
+        if !redis_used {
+            backends.redis = None;
+        }
+
+        Ok(Config {
+            server,
+            listeners,
+            admin,
+            access_log,
+            routing: RoutingSettings {
+                trusted_proxies,
+                max_body_size: raw.max_body_size.0,
+                upstreams,
+                routes,
+                unmatched_plugins,
+                plugins: SharedSettings {
+                    jwt,
+                    rate_limits: backends,
+                },
+            },
+            warnings,
+        })
+    }
 }
 
 fn parse_cidr(text: &str) -> Result<IpNet, String> {
@@ -356,258 +212,20 @@ fn parse_cidr(text: &str) -> Result<IpNet, String> {
         .map_err(|_| format!("`{text}` is not an IP address or CIDR (e.g. 10.0.0.0/8)"))
 }
 
-fn validate_upstream(name: String, up: RawUpstream) -> Result<UpstreamSettings, Problem> {
-    let key = format!("upstreams.{name}");
-    if up.instances.is_empty() {
-        return Err(problem(
-            format!("{key}.instances"),
-            "at least one instance URL is needed",
-        ));
-    }
-    let instances = up
-        .instances
-        .iter()
-        .enumerate()
-        .map(|(i, url)| {
-            parse_instance(url).map_err(|reason| problem(format!("{key}.instances[{i}]"), reason))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-
-    let t = &up.timeouts;
-    for (field, value) in [
-        ("connect", t.connect),
-        ("read", t.read),
-        ("write", t.write),
-        ("idle", t.idle),
-    ] {
-        if value.is_zero() {
-            return Err(problem(
-                format!("{key}.timeouts.{field}"),
-                "must be more than zero",
-            ));
-        }
-    }
-    if let Some(hc) = &up.health_check {
-        if !hc.path.starts_with('/') {
-            return Err(problem(
-                format!("{key}.health_check.path"),
-                "must start with /",
-            ));
-        }
-        if hc.interval.is_zero() || hc.timeout.is_zero() {
-            return Err(problem(
-                format!("{key}.health_check"),
-                "interval and timeout must be more than zero",
-            ));
-        }
-    }
-    if up.resolve_interval.is_zero() {
-        return Err(problem(
-            format!("{key}.resolve_interval"),
-            "must be more than zero",
-        ));
-    }
-    Ok(UpstreamSettings {
-        name,
-        instances,
-        timeouts: up.timeouts,
-        health_check: up.health_check,
-        resolve_interval: up.resolve_interval,
-    })
-}
-
-fn parse_instance(url: &str) -> Result<InstanceUrl, String> {
-    let uri: Uri = url
+fn admin_address(text: &str, listeners: &[ListenerSettings]) -> Result<SocketAddr, String> {
+    let address: SocketAddr = text
         .parse()
-        .map_err(|_| format!("`{url}` is not a URL (e.g. http://user-service:3001)"))?;
-    let tls = match uri.scheme_str() {
-        Some("http") => false,
-        Some("https") => true,
-        _ => return Err(format!("`{url}`: the scheme must be http or https")),
-    };
-    let authority = uri
-        .authority()
-        .ok_or_else(|| format!("`{url}` has no host"))?;
-    if authority.as_str().contains('@') {
-        return Err(format!("`{url}`: credentials in the URL are not supported"));
+        .map_err(|_| format!("`{text}` is not an IP:port address (e.g. 127.0.0.1:9090)"))?;
+    if listeners.iter().any(|l| l.address.port() == address.port()) {
+        return Err("metrics need a port of their own, not a public listener's".into());
     }
-    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-        return Err(format!(
-            "`{url}`: an instance URL has no path or query; use the route's replace_prefix"
-        ));
-    }
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_ascii_lowercase();
-    let default_port = if tls { 443 } else { 80 };
-    let port = authority.port_u16().unwrap_or(default_port);
-    let authority = if port == default_port {
-        authority.host().to_ascii_lowercase()
-    } else {
-        format!("{}:{port}", authority.host().to_ascii_lowercase())
-    };
-    Ok(InstanceUrl {
-        tls,
-        host,
-        port,
-        authority,
-    })
-}
-
-/// What a route without its own settings inherits.
-struct RouteDefaults<'a> {
-    has_jwt: bool,
-    cors: Option<&'a CorsSettings>,
-    rate_limit: Option<&'a RateLimitSettings>,
-    backends: &'a RateLimitBackends,
-}
-
-fn validate_route(
-    i: usize,
-    mut route: RawRoute,
-    upstreams: &[UpstreamSettings],
-    defaults: &RouteDefaults,
-) -> Result<RouteSettings, Problem> {
-    let key = format!("routes[{i}]");
-    let prefix = &route.prefix;
-    let canonical =
-        path::normalize(prefix).map_err(|e| problem(format!("{key}.prefix"), e.to_string()))?;
-    if canonical != *prefix || (prefix.len() > 1 && prefix.ends_with('/')) {
-        let suggestion = canonical.trim_end_matches('/');
-        return Err(problem(
-            format!("{key}.prefix"),
-            format!(
-                "`{prefix}` is not a normalized path prefix; write `{}`",
-                if suggestion.is_empty() {
-                    "/"
-                } else {
-                    suggestion
-                }
-            ),
-        ));
-    }
-
-    let upstream = upstreams
-        .iter()
-        .position(|u| u.name == route.upstream)
-        .ok_or_else(|| {
-            let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
-            problem(
-                format!("{key}.upstream"),
-                format!(
-                    "unknown upstream `{}` (defined: {})",
-                    route.upstream,
-                    known.join(", ")
-                ),
-            )
-        })?;
-
-    let rewrite = match (route.strip_prefix, route.replace_prefix.take()) {
-        (false, Some(_)) => {
-            return Err(problem(
-                format!("{key}.replace_prefix"),
-                "replace_prefix replaces the prefix, which strip_prefix: false keeps; set one of them",
-            ));
-        }
-        (true, Some(replacement)) => {
-            let ok = path::normalize(&replacement).is_ok_and(|n| n == replacement);
-            if !ok {
-                return Err(problem(
-                    format!("{key}.replace_prefix"),
-                    format!("`{replacement}` must be a normalized path starting with /"),
-                ));
-            }
-            Rewrite::Replace(replacement.trim_end_matches('/').to_string())
-        }
-        (true, None) => Rewrite::Strip,
-        (false, None) => Rewrite::Keep,
-    };
-
-    let host = match route.host.take() {
-        Some(host) => {
-            Some(validate_host(&host).map_err(|reason| problem(format!("{key}.host"), reason))?)
-        }
-        None => None,
-    };
-
-    let cors = match route.cors.take() {
-        Some(section) => cors::validate_cors(&format!("{key}.cors"), section)?,
-        None => defaults.cors.cloned(),
-    };
-    let scope = format!("route:{}{}", host.as_deref().unwrap_or(""), route.prefix);
-    let rate_limit = match route.rate_limit.take() {
-        Some(section) => rate_limit::validate_rate_limit(
-            &format!("{key}.rate_limit"),
-            section,
-            scope,
-            defaults.backends,
-        )?,
-        None => defaults.rate_limit.cloned(),
-    };
-    let auth = auth::validate_route_auth(i, &mut route, defaults.has_jwt)?;
-    // A limit keyed by a claim needs the verified token, so it runs after
-    // auth; any other runs before it, so a flood of bad tokens is limited
-    // before any of them costs a signature check.
-    let (limit_first, limit_last) = match rate_limit {
-        Some(l) if matches!(l.key, RateKeySource::Claim(_)) => (None, Some(l)),
-        other => (other, None),
-    };
-    let mut plugins: Vec<PluginConfig> = cors.into_iter().map(PluginConfig::Cors).collect();
-    plugins.extend(limit_first.map(PluginConfig::RateLimit));
-    if defaults.has_jwt {
-        plugins.push(PluginConfig::Auth(auth));
-    }
-    plugins.extend(limit_last.map(PluginConfig::RateLimit));
-    Ok(RouteSettings {
-        prefix: route.prefix,
-        host,
-        upstream,
-        rewrite,
-        preserve_host: route.preserve_host,
-        plugins,
-    })
-}
-
-/// HTTP methods as written in the YAML: upper case, as they are matched.
-fn parse_methods(at: &str, names: &[String]) -> Result<Vec<http::Method>, Problem> {
-    names
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            let valid = !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase());
-            valid
-                .then(|| http::Method::from_bytes(m.as_bytes()).ok())
-                .flatten()
-                .ok_or_else(|| {
-                    problem(
-                        format!("{at}[{i}]"),
-                        format!("`{m}` is not an HTTP method in upper case (e.g. POST)"),
-                    )
-                })
-        })
-        .collect()
-}
-
-/// A host name, or `*.example.com` for any subdomain of it.
-fn validate_host(host: &str) -> Result<String, String> {
-    let name = host.strip_prefix("*.").unwrap_or(host);
-    let ok = !name.is_empty()
-        && name.split('.').all(|label| {
-            !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        });
-    if ok {
-        Ok(host.to_ascii_lowercase())
-    } else {
-        Err(format!(
-            "`{host}` is not a host name (e.g. api.example.com or *.example.com)"
-        ))
-    }
+    Ok(address)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     /// A listener and one upstream, `users`: what every test config needs.
@@ -627,12 +245,17 @@ routes:
 
     /// `HEAD`, then `top` (top-level sections), then one `/users` route
     /// with the extra `route` keys.
-    pub(super) fn with_route(top: &str, route: &str) -> String {
+    pub(crate) fn with_route(top: &str, route: &str) -> String {
         format!("{HEAD}{top}\nroutes:\n  - {{prefix: /users, upstream: users, {route}}}\n")
     }
 
+    /// The config `yaml` describes, which must be valid.
+    pub(crate) fn parsed(yaml: &str) -> Config {
+        parse(yaml, &env).unwrap_or_else(|e| panic!("{e} for\n{yaml}"))
+    }
+
     /// Each document fails with a message containing its expected text.
-    pub(super) fn assert_errors(cases: &[(String, &str)]) {
+    pub(crate) fn assert_errors(cases: &[(String, &str)]) {
         for (yaml, expected) in cases {
             let message = error_of(yaml);
             assert!(
@@ -643,7 +266,7 @@ routes:
     }
 
     /// The environment every config test runs with.
-    pub(super) fn env(name: &str) -> Option<String> {
+    fn env(name: &str) -> Option<String> {
         match name {
             "USER_SERVICE_URL" => Some("http://user-service:3001".into()),
             "JWT_SECRET" => Some("s3cret".into()),
@@ -652,23 +275,26 @@ routes:
     }
 
     /// `key: reason` of the error `yaml` must cause.
-    pub(super) fn error_of(yaml: &str) -> String {
+    fn error_of(yaml: &str) -> String {
         match parse(yaml, &env) {
             Ok(_) => panic!("expected an error for:\n{yaml}"),
-            Err((key, reason)) => format!("{}: {reason}", key.unwrap_or_default()),
+            Err(e) => format!("{}: {}", e.key.unwrap_or_default(), e.reason),
         }
     }
 
     #[test]
     fn the_minimal_config_gets_defaults() {
-        let c = parse(BASE, &env).unwrap();
-        assert_eq!(c.max_body_size, 10 << 20);
-        assert_eq!(c.access_log.format, LogFormat::Dev);
-        assert_eq!(c.access_log.output, LogOutput::Stdout);
+        let c = parsed(BASE);
+        assert_eq!(c.routing.max_body_size, 10 << 20);
+        assert_eq!(c.access_log.format, access_log::Format::Dev);
+        assert_eq!(c.access_log.output, access_log::Output::Stdout);
         assert!(c.server.threads >= 1);
-        assert_eq!(c.routes[0].rewrite, Rewrite::Strip);
-        assert_eq!(c.upstreams[0].timeouts.connect, Duration::from_secs(3));
-        assert!(c.trusted_proxies.is_empty());
+        assert_eq!(c.routing.routes[0].rewrite, Rewrite::Strip);
+        assert_eq!(
+            c.routing.upstreams[0].timeouts.connect,
+            Duration::from_secs(3)
+        );
+        assert!(c.routing.trusted_proxies.is_empty());
     }
 
     #[test]
@@ -676,32 +302,38 @@ routes:
         let text =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/gateway.yaml"))
                 .unwrap();
-        let c = parse(&text, &env).unwrap();
+        let c = parsed(&text);
         assert_eq!(c.listeners[0].address, "0.0.0.0:3000".parse().unwrap());
         assert_eq!(c.listeners[0].tls, None);
-        let users = &c.upstreams[c.routes[0].upstream];
+        let users = &c.routing.upstreams[c.routing.routes[0].upstream];
         assert_eq!(users.instances[0].authority, "user-service:3001");
-        let prefixes: Vec<&str> = c.routes.iter().map(|r| r.prefix.as_str()).collect();
+        let prefixes: Vec<&str> = c.routing.routes.iter().map(|r| r.prefix.as_str()).collect();
         assert_eq!(prefixes, ["/users", "/products", "/orders", "/notify"]);
     }
 
     #[test]
-    fn instance_urls() {
-        let u = parse_instance("https://API.example.com").unwrap();
+    fn routes_are_named_by_host_and_prefix_unless_named() {
+        let c = parsed(&format!(
+            "{BASE}  - {{prefix: /users, host: api.shop.example, upstream: users}}
+  - {{prefix: /carts, host: '*.shop.example', upstream: users}}
+  - {{prefix: /orders, upstream: users, name: orders-v1}}
+"
+        ));
+        let names: Vec<&str> = c.routing.routes.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(
-            (u.tls, u.port, u.authority.as_str()),
-            (true, 443, "api.example.com")
-        );
-        let u = parse_instance("http://[::1]:8080/").unwrap();
-        assert_eq!(
-            (u.host.as_str(), u.port, u.authority.as_str()),
-            ("::1", 8080, "[::1]:8080")
+            names,
+            [
+                "/users",
+                "api.shop.example/users",
+                "*.shop.example/carts",
+                "orders-v1"
+            ]
         );
     }
 
     #[test]
     fn bad_configs_name_key_and_reason() {
-        let with_route =
+        let extra_route =
             |extra: &str| format!("{BASE}  - {{prefix: /x, upstream: users, {extra}}}\n");
         let cases: Vec<(String, &str)> = vec![
             ("listeners: [".into(), "invalid YAML"),
@@ -718,7 +350,7 @@ routes:
                 "listeners[0].address: `localhost` is not an IP:port",
             ),
             (
-                with_route("stip_prefix: false"),
+                extra_route("stip_prefix: false"),
                 "routes[1].stip_prefix: unknown field `stip_prefix`",
             ),
             (
@@ -754,7 +386,7 @@ routes:
                 "routes[0].prefix: `/a/../users` is not a normalized path prefix; write `/users`",
             ),
             (
-                with_route("prefix: /users"),
+                extra_route("prefix: /users"),
                 "routes[1]: duplicate entry with key \"prefix\" at line 7",
             ),
             (
@@ -762,15 +394,15 @@ routes:
                 "routes[1].prefix: another route already has prefix `/users`",
             ),
             (
-                with_route("strip_prefix: false, replace_prefix: /v1"),
+                extra_route("strip_prefix: false, replace_prefix: /v1"),
                 "routes[1].replace_prefix: replace_prefix replaces the prefix",
             ),
             (
-                with_route("replace_prefix: v1"),
+                extra_route("replace_prefix: v1"),
                 "routes[1].replace_prefix: `v1` must be a normalized path",
             ),
             (
-                with_route("host: 'bad host'"),
+                extra_route("host: 'bad host'"),
                 "routes[1].host: `bad host` is not a host name",
             ),
             (
@@ -818,6 +450,18 @@ routes:
             (
                 "upstreams: {}\nroutes: []\n".into(),
                 "missing field `listeners`",
+            ),
+            (
+                extra_route("name: 'a b'"),
+                "routes[1].name: `a b` is not a route name",
+            ),
+            (
+                extra_route("name: none"),
+                "routes[1].name: `none` names the requests that match no route",
+            ),
+            (
+                extra_route("name: /users"),
+                "routes[1].name: `/users` is already the name of routes[0]",
             ),
         ];
         assert_errors(&cases);

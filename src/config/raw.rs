@@ -1,4 +1,5 @@
-//! The YAML file exactly as written, before any checking beyond its shape.
+//! The YAML file exactly as written, before any checking beyond its shape:
+//! the core sections here, each plugin's own section in the plugin's folder.
 //!
 //! Every struct denies unknown fields, so a typo (`routez:`, `stip_prefix:`)
 //! stops startup instead of being silently ignored the way Pingora's own
@@ -8,10 +9,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
-use super::units::{duration, ByteSize};
+use crate::access_log::Format;
+use crate::plugin::cors::RawCors;
+use crate::plugin::jwt_auth::config::{Mode, RawAuthOverride, RawJwt, RawRequire};
+use crate::plugin::rate_limit::config::{RawBackends, RawRateLimit};
+use crate::yaml::values::{duration, ByteSize};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,7 +39,7 @@ pub struct RawConfig {
     /// that match no route.
     pub rate_limit: Option<RawRateLimit>,
     #[serde(default)]
-    pub rate_limit_backends: RawRateLimitBackends,
+    pub rate_limit_backends: RawBackends,
     pub upstreams: BTreeMap<String, RawUpstream>,
     pub routes: Vec<RawRoute>,
 }
@@ -120,27 +124,17 @@ fn default_max_body_size() -> ByteSize {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawAccessLog {
-    pub format: LogFormat,
+    pub format: Format,
     pub output: String,
 }
 
 impl Default for RawAccessLog {
     fn default() -> Self {
         RawAccessLog {
-            format: LogFormat::Dev,
+            format: Format::Dev,
             output: "stdout".into(),
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// morgan's `dev`: `GET /users/me 200 1.234 ms - 56`.
-    Dev,
-    /// One JSON object per line, for log shippers.
-    Json,
-    Off,
 }
 
 #[derive(Debug, Deserialize)]
@@ -159,7 +153,7 @@ fn default_resolve_interval() -> Duration {
     Duration::from_secs(30)
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawTimeouts {
     /// TCP connect plus TLS handshake.
@@ -186,7 +180,7 @@ impl Default for RawTimeouts {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawHealthCheck {
     #[serde(default = "default_health_path")]
@@ -212,6 +206,9 @@ fn default_health_timeout() -> Duration {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
+    /// Names the route in metrics and the access log; default: its host
+    /// and prefix.
+    pub name: Option<String>,
     pub prefix: String,
     pub upstream: String,
     pub host: Option<String>,
@@ -220,8 +217,9 @@ pub struct RawRoute {
     pub replace_prefix: Option<String>,
     #[serde(default)]
     pub preserve_host: bool,
+    /// Whether the JWT plugin asks for a token.
     #[serde(default)]
-    pub auth: AuthMode,
+    pub auth: Mode,
     #[serde(default)]
     pub require: RawRequire,
     /// Replaces the global `cors` for this route.
@@ -232,259 +230,6 @@ pub struct RawRoute {
     /// route's `auth` and `require`.
     #[serde(default)]
     pub auth_overrides: Vec<RawAuthOverride>,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AuthMode {
-    /// No token needed, none verified.
-    #[default]
-    Off,
-    /// A valid token is used, no token passes, an invalid one is refused.
-    Optional,
-    Required,
-}
-
-/// What a valid token must also carry, else 403.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RawRequire {
-    /// All of these, from `scope` (space-separated) or `scp`.
-    pub scopes: Vec<String>,
-    /// At least one of these, from the `roles` claim.
-    pub roles: Vec<String>,
-    /// Each claim equal to (or, for a list claim, containing) the value.
-    pub claims: BTreeMap<String, serde_json::Value>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawAuthOverride {
-    /// Empty: every method.
-    #[serde(default)]
-    pub methods: Vec<String>,
-    /// The whole (normalized) request path, e.g. `/users/login`.
-    pub path: Option<String>,
-    /// Or a path prefix, matched on segment boundaries.
-    pub prefix: Option<String>,
-    pub auth: AuthMode,
-    #[serde(default)]
-    pub require: RawRequire,
-}
-
-/// A smooth limit (GCRA): `requests` per `per` on average, up to `burst`
-/// at once.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawRateLimit {
-    #[serde(default = "yes")]
-    pub enabled: bool,
-    pub requests: Option<u64>,
-    #[serde(default = "default_per", with = "duration")]
-    pub per: Duration,
-    /// Default: `requests`.
-    pub burst: Option<u64>,
-    #[serde(default)]
-    pub key: RateKey,
-    #[serde(default)]
-    pub backend: RateBackend,
-}
-
-fn default_per() -> Duration {
-    Duration::from_secs(1)
-}
-
-/// Whose budget a request spends.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(tag = "by", rename_all = "lowercase", deny_unknown_fields)]
-pub enum RateKey {
-    /// The client address (behind `trusted_proxies`, the forwarded one).
-    #[default]
-    Ip,
-    /// A claim of the verified token; anonymous requests by address.
-    Claim {
-        #[serde(default = "default_claim")]
-        name: String,
-    },
-    /// A request header (an API key); requests without it by address.
-    Header { name: String },
-}
-
-fn default_claim() -> String {
-    "sub".into()
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RateBackend {
-    /// In this process: each gateway instance has its own budgets.
-    #[default]
-    Local,
-    /// In Redis: one budget shared by every instance.
-    Redis,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RawRateLimitBackends {
-    pub local: RawLocalBackend,
-    pub redis: Option<RawRedisBackend>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RawLocalBackend {
-    /// Clients remembered at most; the least recently seen go first.
-    pub max_keys: usize,
-}
-
-impl Default for RawLocalBackend {
-    fn default() -> Self {
-        RawLocalBackend { max_keys: 100_000 }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawRedisBackend {
-    /// `redis://host:port[/db]`, usually `${REDIS_URL}`.
-    pub url: String,
-    /// Longest wait for one decision before `on_failure` applies.
-    #[serde(default = "default_redis_timeout", with = "duration")]
-    pub timeout: Duration,
-    #[serde(default)]
-    pub on_failure: FailureMode,
-}
-
-fn default_redis_timeout() -> Duration {
-    Duration::from_millis(50)
-}
-
-/// What a request gets when Redis cannot decide.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FailureMode {
-    /// Let it through: Redis trouble does not take the API down.
-    #[default]
-    FailOpen,
-    /// Refuse it with 429.
-    FailClosed,
-}
-
-/// Cross-origin access, as the `cors` Express middleware does it.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RawCors {
-    /// `false` turns CORS handling off (on a route, under a global policy).
-    pub enabled: bool,
-    /// Exact origins, `*`, `https://*.shop.example`, or `null`.
-    pub allow_origins: Vec<String>,
-    pub allow_methods: Vec<String>,
-    /// `["*"]`: allow whatever the preflight asks for.
-    pub allow_headers: Vec<String>,
-    pub expose_headers: Vec<String>,
-    pub allow_credentials: bool,
-    #[serde(with = "duration::option")]
-    pub max_age: Option<Duration>,
-}
-
-impl Default for RawCors {
-    fn default() -> Self {
-        RawCors {
-            enabled: true,
-            allow_origins: vec!["*".into()],
-            allow_methods: ["GET", "HEAD", "PUT", "PATCH", "POST", "DELETE"]
-                .map(String::from)
-                .to_vec(),
-            allow_headers: vec!["*".into()],
-            expose_headers: Vec::new(),
-            allow_credentials: false,
-            max_age: None,
-        }
-    }
-}
-
-/// Token verification, shared by every route whose `auth` is not `off`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawJwt {
-    pub keys: Vec<RawJwtKey>,
-    /// Accepted `iss` values; empty: not checked.
-    #[serde(default)]
-    pub issuers: Vec<String>,
-    /// Accepted `aud` values; empty: not checked.
-    #[serde(default)]
-    pub audiences: Vec<String>,
-    /// Clock skew allowed on `exp`, `nbf` and `iat`.
-    #[serde(default = "default_leeway", with = "duration")]
-    pub leeway: Duration,
-    #[serde(default = "yes")]
-    pub require_exp: bool,
-    /// Also look for the token in this cookie when there is no bearer token.
-    pub cookie: Option<String>,
-    /// Pass the client's `Authorization` header on unchanged.
-    #[serde(default = "yes")]
-    pub forward_authorization: bool,
-    /// Claim name to request header, e.g. `sub: X-User-Id`.
-    #[serde(default)]
-    pub claim_headers: BTreeMap<String, String>,
-    /// Verified tokens remembered (0: none), each until its `exp` or for
-    /// `cache_ttl`, whichever is first.
-    #[serde(default = "default_cache_size")]
-    pub cache_size: usize,
-    #[serde(default = "default_cache_ttl", with = "duration")]
-    pub cache_ttl: Duration,
-}
-
-fn default_cache_size() -> usize {
-    10_000
-}
-
-fn default_cache_ttl() -> Duration {
-    Duration::from_secs(60)
-}
-
-fn default_leeway() -> Duration {
-    Duration::from_secs(30)
-}
-
-/// One key source: exactly one of `secret`, `public_key_file`, `jwks_file`
-/// and `jwks_url`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawJwtKey {
-    pub kid: Option<String>,
-    pub algorithms: Option<Vec<Algorithm>>,
-    pub secret: Option<String>,
-    pub public_key_file: Option<String>,
-    pub jwks_file: Option<String>,
-    pub jwks_url: Option<String>,
-    /// Only with `jwks_url`.
-    pub jwks: Option<RawJwksFetch>,
-}
-
-/// How a `jwks_url` is kept fresh.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RawJwksFetch {
-    #[serde(with = "duration")]
-    pub refresh_interval: Duration,
-    /// Least time between fetches caused by an unknown `kid`, and between
-    /// retries while the URL fails.
-    #[serde(with = "duration")]
-    pub refetch_cooldown: Duration,
-    #[serde(with = "duration")]
-    pub timeout: Duration,
-}
-
-impl Default for RawJwksFetch {
-    fn default() -> Self {
-        RawJwksFetch {
-            refresh_interval: Duration::from_secs(600),
-            refetch_cooldown: Duration::from_secs(30),
-            timeout: Duration::from_secs(5),
-        }
-    }
 }
 
 fn yes() -> bool {

@@ -11,26 +11,43 @@
 //! it, and retries every `refetch_cooldown`; until a fetch succeeds, tokens
 //! that need this key set are refused as invalid.
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use async_trait::async_trait;
+use jsonwebtoken::Algorithm;
 use log::{info, warn};
-use pingora::server::ShutdownWatch;
-use pingora::services::background::BackgroundService;
 use tokio::sync::Mutex;
 
 use super::keys::{parse_jwks, VerifyingKey};
-use crate::config::JwksUrlSettings;
 
 /// A JWKS document larger than this is refused rather than parsed.
 const MAX_JWKS_BYTES: usize = 1 << 20;
 
+/// One `jwks_url` key source, validated.
+#[derive(Debug, Clone)]
+pub struct JwksSource {
+    pub url: String,
+    pub algorithms: Vec<Algorithm>,
+    pub fetch: JwksFetch,
+    /// From `server.ca_file`: as for `https://` upstreams, these replace
+    /// the system roots when verifying the identity provider; empty: the
+    /// built-in web roots.
+    pub roots: Vec<reqwest::Certificate>,
+}
+
+/// How a JWKS URL is kept fresh.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwksFetch {
+    pub refresh_interval: Duration,
+    /// Least time between fetches caused by an unknown `kid`, and between
+    /// retries while the URL fails.
+    pub refetch_cooldown: Duration,
+    pub timeout: Duration,
+}
+
 pub struct RemoteJwks {
-    settings: JwksUrlSettings,
-    /// From `ca_file`, read once; empty: the built-in web roots.
-    roots: Vec<reqwest::Certificate>,
+    settings: JwksSource,
     keys: ArcSwap<Vec<VerifyingKey>>,
     /// When the last fetch started; held across the fetch so concurrent
     /// callers wait for it instead of starting their own.
@@ -38,23 +55,12 @@ pub struct RemoteJwks {
 }
 
 impl RemoteJwks {
-    /// Fails when `ca_file` cannot be read as PEM certificates.
-    pub fn new(settings: JwksUrlSettings) -> Result<Self, String> {
-        let roots = match &settings.ca_file {
-            Some(file) => std::fs::read(file)
-                .map_err(|e| e.to_string())
-                .and_then(|pem| {
-                    reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| e.to_string())
-                })
-                .map_err(|e| format!("server.ca_file: {file}: {e}"))?,
-            None => Vec::new(),
-        };
-        Ok(RemoteJwks {
+    pub fn new(settings: JwksSource) -> Self {
+        RemoteJwks {
             settings,
-            roots,
             keys: ArcSwap::from_pointee(Vec::new()),
             last_fetch: Mutex::new(None),
-        })
+        }
     }
 
     pub fn keys(&self) -> arc_swap::Guard<Arc<Vec<VerifyingKey>>> {
@@ -107,9 +113,9 @@ impl RemoteJwks {
         let mut builder = reqwest::Client::builder()
             .timeout(self.settings.fetch.timeout)
             .pool_max_idle_per_host(0);
-        if !self.roots.is_empty() {
+        if !self.settings.roots.is_empty() {
             builder = builder.tls_built_in_root_certs(false);
-            for root in &self.roots {
+            for root in &self.settings.roots {
                 builder = builder.add_root_certificate(root.clone());
             }
         }
@@ -149,38 +155,23 @@ impl RemoteJwks {
     }
 }
 
-/// Refreshes every JWKS on its interval, and retries failed ones on their
-/// cooldown.
-pub struct JwksRefresher {
-    pub sources: Vec<Arc<RemoteJwks>>,
-}
-
-#[async_trait]
-impl BackgroundService for JwksRefresher {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut due: Vec<Instant> = self
-            .sources
-            .iter()
-            .map(|s| Instant::now() + next_delay(s))
-            .collect();
-        loop {
-            let next = due.iter().min().copied().unwrap_or_else(Instant::now);
-            tokio::select! {
-                _ = tokio::time::sleep_until(next.into()) => {}
-                _ = shutdown.changed() => return,
-            }
-            for (source, due) in self.sources.iter().zip(due.iter_mut()) {
-                if *due <= Instant::now() {
-                    source.refresh().await;
-                    *due = Instant::now() + next_delay(source);
-                }
-            }
-        }
+/// Refreshes `source` on its interval, and retries while it fails on its
+/// cooldown, for as long as anything still uses it.
+pub async fn keep_fresh(source: Weak<RemoteJwks>) {
+    loop {
+        let Some(delay) = source.upgrade().map(|s| next_delay(&s)) else {
+            return;
+        };
+        tokio::time::sleep(delay).await;
+        let Some(source) = source.upgrade() else {
+            return;
+        };
+        source.refresh().await;
     }
 }
 
 /// Refresh interval while the set is good; the cooldown while it is empty.
-fn next_delay(source: &RemoteJwks) -> std::time::Duration {
+fn next_delay(source: &RemoteJwks) -> Duration {
     if source.keys.load().is_empty() {
         source.settings.fetch.refetch_cooldown
     } else {

@@ -1,6 +1,7 @@
 //! JWT verification: which key checks a token, and what makes a token
-//! valid. Routes decide whether they need one (`auth.rs`); this module only
-//! answers "are these claims genuine and current, and if not, why not".
+//! valid. Routes decide whether they need one (the JWT auth plugin); this
+//! module only answers "are these claims genuine and current, and if not,
+//! why not", from settings of its own that the plugin's config fills in.
 //!
 //! jsonwebtoken does the signature and the registered-claim checks, with its
 //! defaults tightened: `nbf` is checked, the leeway is ours (30 s unless
@@ -13,17 +14,35 @@ pub mod jwks;
 pub mod keys;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{decode, decode_header, Algorithm, AlgorithmFamily, Validation};
 use serde_json::Value;
 
-use crate::config::JwtSettings;
 use cache::TokenCache;
-use jwks::RemoteJwks;
+use jwks::{JwksSource, RemoteJwks};
 use keys::VerifyingKey;
 
 pub type Claims = serde_json::Map<String, Value>;
+
+/// What a verifier checks tokens with, validated.
+#[derive(Debug)]
+pub struct Settings {
+    /// From `secret`, `public_key_file` and `jwks_file`, read when the
+    /// config is.
+    pub keys: Vec<VerifyingKey>,
+    pub jwks_urls: Vec<JwksSource>,
+    /// Accepted `iss` values; empty: not checked.
+    pub issuers: Vec<String>,
+    /// Accepted `aud` values; empty: not checked.
+    pub audiences: Vec<String>,
+    pub leeway: Duration,
+    pub require_exp: bool,
+    /// Verified tokens remembered; 0: none.
+    pub cache_size: usize,
+    pub cache_ttl: Duration,
+}
 
 /// Why a token was refused. The reason goes to the client, so it names the
 /// failed check and nothing about keys or the token's content.
@@ -83,28 +102,26 @@ pub struct Verifier {
 }
 
 impl Verifier {
-    /// Takes the parsed keys out of `settings`; fails only when a JWKS
-    /// URL's `ca_file` cannot be read.
-    pub fn new(settings: &mut JwtSettings) -> Result<Self, String> {
+    pub fn new(settings: Settings) -> Self {
         // Each key is pinned to its own algorithms before decode is called,
         // so here its whole family may pass.
-        let validation = |family| (family, claim_checks(family, settings));
-        Ok(Verifier {
+        let validation = |family| (family, claim_checks(family, &settings));
+        Verifier {
             validations: [
                 validation(AlgorithmFamily::Hmac),
                 validation(AlgorithmFamily::Rsa),
                 validation(AlgorithmFamily::Ec),
                 validation(AlgorithmFamily::Ed),
             ],
-            keys: std::mem::take(&mut settings.keys),
             remote: settings
                 .jwks_urls
                 .iter()
-                .map(|s| RemoteJwks::new(s.clone()).map(Arc::new))
-                .collect::<Result<_, _>>()?,
+                .map(|s| Arc::new(RemoteJwks::new(s.clone())))
+                .collect(),
             leeway: settings.leeway.as_secs(),
             cache: TokenCache::new(settings.cache_size, settings.cache_ttl),
-        })
+            keys: settings.keys,
+        }
     }
 
     /// The JWKS URLs, for the startup fetch and the background refresher.
@@ -204,7 +221,7 @@ impl Verifier {
 }
 
 /// The registered-claim checks, the same for every key family.
-fn claim_checks(family: AlgorithmFamily, settings: &JwtSettings) -> Validation {
+fn claim_checks(family: AlgorithmFamily, settings: &Settings) -> Validation {
     let mut validation = Validation::new_for_family(family);
     validation.leeway = settings.leeway.as_secs();
     validation.validate_exp = true;

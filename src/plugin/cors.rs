@@ -8,6 +8,13 @@
 //! policy. An origin is allowed only by a whole-origin match (exact, or a
 //! subdomain of a listed `*.` domain with the same scheme and port), and
 //! `Origin: null` only when `null` is listed.
+//!
+//! The `cors:` section (global, or a route's own) is validated here into a
+//! policy whose header values are built once: only what depends on the
+//! request (the echoed origin, reflected request headers) is left for
+//! request time.
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 use http::header::{
@@ -18,18 +25,253 @@ use http::header::{
 use http::{HeaderName, HeaderValue, Method};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::Result;
+use serde::Deserialize;
 
-use crate::config::{AllowHeaders, CorsSettings, OriginPattern, Origins};
+use super::{is_preflight, Flow, Plugin};
 use crate::context::RequestCtx;
 use crate::error::Answer;
-use crate::plugin::{Flow, Plugin};
+use crate::host::subdomain_of;
+use crate::yaml::values::{duration, MethodName};
+use crate::yaml::Invalid;
+
+/// Cross-origin access, as the `cors` Express middleware does it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCors {
+    /// `false` turns CORS handling off (on a route, under a global policy).
+    pub enabled: bool,
+    /// Exact origins, `*`, `https://*.shop.example`, or `null`.
+    pub allow_origins: Vec<String>,
+    pub allow_methods: Vec<MethodName>,
+    /// `["*"]`: allow whatever the preflight asks for.
+    pub allow_headers: Vec<String>,
+    pub expose_headers: Vec<String>,
+    pub allow_credentials: bool,
+    #[serde(with = "duration::option")]
+    pub max_age: Option<Duration>,
+}
+
+impl Default for RawCors {
+    fn default() -> Self {
+        RawCors {
+            enabled: true,
+            allow_origins: vec!["*".into()],
+            allow_methods: [
+                Method::GET,
+                Method::HEAD,
+                Method::PUT,
+                Method::PATCH,
+                Method::POST,
+                Method::DELETE,
+            ]
+            .map(MethodName)
+            .to_vec(),
+            allow_headers: vec!["*".into()],
+            expose_headers: Vec::new(),
+            allow_credentials: false,
+            max_age: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CorsPolicy {
+    pub origins: Origins,
+    /// `null` listed in `allow_origins`: sandboxed frames and `file:` pages.
+    pub allow_null: bool,
+    pub methods: Vec<Method>,
+    pub methods_header: HeaderValue,
+    pub headers: AllowHeaders,
+    pub expose_header: Option<HeaderValue>,
+    pub credentials: bool,
+    pub max_age: Option<HeaderValue>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Origins {
+    /// `*`: answered with `Access-Control-Allow-Origin: *`.
+    Any,
+    Listed(Vec<OriginPattern>),
+}
+
+/// An allowed origin, matched against the whole `Origin` header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OriginPattern {
+    /// `https://shop.example`, lower case.
+    Exact(String),
+    /// `https://*.shop.example[:port]`: any subdomain, same scheme and port.
+    Subdomains {
+        scheme: String,
+        /// `.shop.example`
+        suffix: String,
+        port: Option<u16>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub enum AllowHeaders {
+    /// Whatever `Access-Control-Request-Headers` asks for, as `cors` does
+    /// by default.
+    Reflect,
+    Listed(HeaderValue),
+}
+
+/// A section with `enabled: true`; the caller leaves out the others.
+impl TryFrom<RawCors> for CorsPolicy {
+    type Error = Invalid;
+
+    fn try_from(raw: RawCors) -> Result<Self, Invalid> {
+        let mut allow_null = false;
+        let mut any = false;
+        let mut patterns = Vec::new();
+        for (i, origin) in raw.allow_origins.iter().enumerate() {
+            match origin.as_str() {
+                "*" => any = true,
+                "null" => allow_null = true,
+                _ => patterns.push(
+                    parse_origin(origin)
+                        .map_err(|reason| Invalid::at(format!("allow_origins[{i}]"), reason))?,
+                ),
+            }
+        }
+        if any && raw.allow_credentials {
+            return Err(Invalid::at(
+                "allow_credentials",
+                "credentials cannot be allowed for any origin (`*`); list the origins instead",
+            ));
+        }
+        if raw.allow_origins.is_empty() {
+            return Err(Invalid::at(
+                "allow_origins",
+                "list at least one origin, or set enabled: false",
+            ));
+        }
+
+        let methods: Vec<Method> = raw.allow_methods.into_iter().map(|m| m.0).collect();
+
+        let headers = if raw.allow_headers == ["*"] {
+            AllowHeaders::Reflect
+        } else {
+            AllowHeaders::Listed(header_list("allow_headers", &raw.allow_headers)?)
+        };
+        let expose_header = match raw.expose_headers.as_slice() {
+            [] => None,
+            [star] if star == "*" && raw.allow_credentials => {
+                return Err(Invalid::at(
+                    "expose_headers",
+                    "`*` exposes nothing to requests with credentials; list the headers",
+                ))
+            }
+            [star] if star == "*" => Some(HeaderValue::from_static("*")),
+            names => Some(header_list("expose_headers", names)?),
+        };
+        let max_age = raw
+            .max_age
+            .map(|age| HeaderValue::from(age.as_secs()))
+            .filter(|_| raw.max_age != Some(Duration::ZERO));
+
+        Ok(CorsPolicy {
+            origins: if any {
+                Origins::Any
+            } else {
+                Origins::Listed(patterns)
+            },
+            allow_null,
+            methods_header: HeaderValue::from_str(&method_names(&methods))
+                .expect("validated methods"),
+            methods,
+            headers,
+            expose_header,
+            credentials: raw.allow_credentials,
+            max_age,
+        })
+    }
+}
+
+/// Header names, checked, joined into one value.
+fn header_list(at: &str, names: &[String]) -> Result<HeaderValue, Invalid> {
+    for (i, name) in names.iter().enumerate() {
+        if HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(Invalid::at(
+                format!("{at}[{i}]"),
+                format!("`{name}` is not a header name"),
+            ));
+        }
+    }
+    Ok(HeaderValue::from_str(&names.join(", ")).expect("validated header names"))
+}
+
+fn method_names(methods: &[Method]) -> String {
+    let names: Vec<&str> = methods.iter().map(Method::as_str).collect();
+    names.join(", ")
+}
+
+/// `scheme://host[:port]` with nothing after, the host possibly `*.` plus
+/// a domain.
+fn parse_origin(origin: &str) -> Result<OriginPattern, String> {
+    let bad = || {
+        format!(
+            "`{origin}` is not an origin: write scheme://host[:port] with no path, e.g. https://shop.example or https://*.shop.example"
+        )
+    };
+    let (scheme, rest) = origin.split_once("://").ok_or_else(bad)?;
+    let scheme_ok = !scheme.is_empty()
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
+    if !scheme_ok || rest.is_empty() || rest.contains(['/', '?', '#', '@']) {
+        return Err(bad());
+    }
+    let parse_port = |p: &str| p.parse::<u16>().map_err(|_| bad());
+    let (host, port) = match rest.strip_prefix('[') {
+        Some(v6) => {
+            let (addr, after) = v6.split_once(']').ok_or_else(bad)?;
+            let host = &rest[..addr.len() + 2];
+            match after.strip_prefix(':') {
+                Some(p) => (host, Some(parse_port(p)?)),
+                None if after.is_empty() => (host, None),
+                None => return Err(bad()),
+            }
+        }
+        None => match rest.split_once(':') {
+            Some((host, p)) => (host, Some(parse_port(p)?)),
+            None => (rest, None),
+        },
+    };
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    let scheme = scheme.to_ascii_lowercase();
+    match host.strip_prefix("*.") {
+        Some(domain) => {
+            if !domain.split('.').all(label_ok) {
+                return Err(bad());
+            }
+            Ok(OriginPattern::Subdomains {
+                scheme,
+                suffix: format!(".{}", domain.to_ascii_lowercase()),
+                port,
+            })
+        }
+        None => {
+            let is_ipv6 = host.starts_with('[') && host.ends_with(']');
+            if !is_ipv6 && !host.split('.').all(label_ok) {
+                return Err(bad());
+            }
+            Ok(OriginPattern::Exact(origin.to_ascii_lowercase()))
+        }
+    }
+}
 
 pub struct Cors {
-    policy: CorsSettings,
+    policy: CorsPolicy,
 }
 
 impl Cors {
-    pub fn new(policy: CorsSettings) -> Self {
+    pub fn new(policy: CorsPolicy) -> Self {
         Cors { policy }
     }
 
@@ -77,6 +319,10 @@ impl Cors {
 
 #[async_trait]
 impl Plugin for Cors {
+    fn name(&self) -> &'static str {
+        "cors"
+    }
+
     async fn request(&self, req: &RequestHeader, _ctx: &mut RequestCtx) -> Flow {
         if is_preflight(req) {
             Flow::Respond(Answer::Preflight)
@@ -126,12 +372,6 @@ impl Cors {
     }
 }
 
-pub fn is_preflight(req: &RequestHeader) -> bool {
-    req.method == Method::OPTIONS
-        && req.headers.contains_key(ORIGIN)
-        && req.headers.contains_key(ACCESS_CONTROL_REQUEST_METHOD)
-}
-
 fn remove_cors_headers(resp: &mut ResponseHeader) {
     let theirs: Vec<HeaderName> = resp
         .headers
@@ -165,18 +405,11 @@ fn origin_matches(pattern: &OriginPattern, origin: &str) -> bool {
                 },
                 None => (rest, None),
             };
-            let Some(sub) = host
-                .len()
-                .checked_sub(suffix.len())
-                .filter(|&at| host.is_char_boundary(at))
-                .filter(|&at| host[at..].eq_ignore_ascii_case(suffix))
-                .map(|at| &host[..at])
-            else {
+            let Some(sub) = subdomain_of(host, suffix) else {
                 return false;
             };
             their_scheme.eq_ignore_ascii_case(scheme)
                 && their_port == *port
-                && !sub.is_empty()
                 && sub.split('.').all(|l| {
                     !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 })
@@ -190,7 +423,7 @@ mod tests {
     use std::time::Duration;
 
     fn policy(origins: Origins, credentials: bool) -> Cors {
-        Cors::new(CorsSettings {
+        Cors::new(CorsPolicy {
             origins,
             allow_null: false,
             methods: vec![Method::GET, Method::POST],
@@ -334,5 +567,42 @@ mod tests {
         let with_port = sub("http", ".localhost", Some(5173));
         assert!(origin_matches(&with_port, "http://app.localhost:5173"));
         assert!(!origin_matches(&with_port, "http://app.localhost"));
+    }
+
+    #[test]
+    fn origins_parse_into_exact_and_subdomain_patterns() {
+        assert_eq!(
+            parse_origin("https://Shop.Example").unwrap(),
+            OriginPattern::Exact("https://shop.example".into())
+        );
+        assert_eq!(
+            parse_origin("http://localhost:5173").unwrap(),
+            OriginPattern::Exact("http://localhost:5173".into())
+        );
+        assert_eq!(
+            parse_origin("http://[::1]:8080").unwrap(),
+            OriginPattern::Exact("http://[::1]:8080".into())
+        );
+        assert_eq!(
+            parse_origin("https://*.shop.example:8443").unwrap(),
+            OriginPattern::Subdomains {
+                scheme: "https".into(),
+                suffix: ".shop.example".into(),
+                port: Some(8443)
+            }
+        );
+        for bad in [
+            "shop.example",
+            "https://shop.example/",
+            "https://shop.example/path",
+            "https://*",
+            "https://shop.*.example",
+            "https://*shop.example",
+            "https://shop.example:port",
+            "https://user@shop.example",
+            "://shop.example",
+        ] {
+            assert!(parse_origin(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -9,7 +9,10 @@
 //! forwarded address only behind `trusted_proxies`), a token claim, or a
 //! header; a request without the claim or header falls back to its
 //! address, never to "unlimited".
+//!
+//! Its YAML and the conversion into policies are in `config.rs`.
 
+pub mod config;
 pub mod local;
 pub mod redis;
 
@@ -18,16 +21,22 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use http::HeaderValue;
-use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::Result;
+use pingora::http::RequestHeader;
+use pingora_prometheus::prometheus::IntCounterVec;
 
-use crate::config::{FailureMode, RateKeySource, RateLimitSettings};
-use crate::context::RequestCtx;
-use crate::error::{Answer, GatewayError};
+use super::{Flow, Plugin};
+use crate::context::{Finished, RequestCtx};
+use crate::error::GatewayError;
 use crate::forwarded::IpText;
-use crate::plugin::{Flow, Plugin};
+use crate::metrics::Metrics;
+use config::{FailureMode, KeySource, RateLimitPolicy};
 use local::LocalStore;
 use redis::RedisStore;
+
+const NAME: &str = "rate_limit";
+/// The refusal of a request over its budget (not of one Redis could not
+/// decide under `fail_closed`).
+const OVER_LIMIT: &str = "over_limit";
 
 // As `&'static str`: Pingora keeps each header's spelling, and a static
 // name saves it building a title-cased copy of a `HeaderName` per response.
@@ -98,19 +107,28 @@ pub enum Store {
 }
 
 pub struct RateLimit {
-    policy: RateLimitSettings,
+    policy: RateLimitPolicy,
     gcra: Gcra,
     store: Store,
     limit_header: HeaderValue,
+    /// `gateway_rate_limited_total{route}`, when metrics are on.
+    limited: Option<IntCounterVec>,
 }
 
 impl RateLimit {
-    pub fn new(policy: RateLimitSettings, store: Store) -> Self {
+    pub fn new(policy: RateLimitPolicy, store: Store, metrics: Option<&Metrics>) -> Self {
         RateLimit {
             gcra: Gcra::new(policy.requests, policy.per, policy.burst),
             limit_header: HeaderValue::from(policy.requests),
             policy,
             store,
+            limited: metrics.map(|m| {
+                m.counter_vec(
+                    "gateway_rate_limited_total",
+                    "Requests refused by a rate limit, by route",
+                    &["route"],
+                )
+            }),
         }
     }
 
@@ -123,13 +141,13 @@ impl RateLimit {
             [self.policy.scope.as_str(), "|ip:", ip].concat()
         };
         match &self.policy.key {
-            RateKeySource::Ip => by_ip(),
-            RateKeySource::Claim(name) => match ctx.claims.as_ref().and_then(|c| c.get(name)) {
+            KeySource::Ip => by_ip(),
+            KeySource::Claim(name) => match ctx.claims.as_ref().and_then(|c| c.get(name)) {
                 Some(serde_json::Value::String(s)) => format!("{}|claim:{s}", self.policy.scope),
                 Some(value) if !value.is_null() => format!("{}|claim:{value}", self.policy.scope),
                 _ => by_ip(),
             },
-            RateKeySource::Header(name) => match req.headers.get(name).map(|v| v.as_bytes()) {
+            KeySource::Header(name) => match req.headers.get(name).map(|v| v.as_bytes()) {
                 Some(value) if !value.is_empty() => format!(
                     "{}|header:{}",
                     self.policy.scope,
@@ -143,48 +161,53 @@ impl RateLimit {
 
 #[async_trait]
 impl Plugin for RateLimit {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
     async fn request(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Flow {
         let key = self.key(req, ctx);
         let decision = match &self.store {
             Store::Local(store) => Some(store.decide(&key, &self.gcra)),
             Store::Redis(store) => store.decide(&key, &self.gcra).await,
         };
-        match decision {
-            Some(decision) => {
-                ctx.rate_limit = Some(decision);
-                if decision.allowed {
-                    Flow::Continue
-                } else {
-                    Flow::Respond(Answer::Error(GatewayError::TooManyRequests(
-                        whole_seconds(decision.retry_after).max(1),
-                    )))
-                }
-            }
+        let Some(decision) = decision else {
             // Redis could not decide; its store counts and logs this.
-            None => match self.store_failure_mode() {
+            return match self.store_failure_mode() {
                 FailureMode::FailOpen => Flow::Continue,
-                FailureMode::FailClosed => {
-                    Flow::Respond(Answer::Error(GatewayError::TooManyRequests(1)))
-                }
-            },
+                FailureMode::FailClosed => Flow::Refuse {
+                    reason: "store_unavailable",
+                    error: GatewayError::TooManyRequests(1),
+                },
+            };
+        };
+        // On every answer, allowed or not: clients pace themselves by them.
+        ctx.response_headers.extend([
+            (RATELIMIT_LIMIT, self.limit_header.clone()),
+            (RATELIMIT_REMAINING, HeaderValue::from(decision.remaining)),
+            (
+                RATELIMIT_RESET,
+                HeaderValue::from(whole_seconds(decision.reset)),
+            ),
+        ]);
+        if decision.allowed {
+            Flow::Continue
+        } else {
+            Flow::Refuse {
+                reason: OVER_LIMIT,
+                error: GatewayError::TooManyRequests(whole_seconds(decision.retry_after).max(1)),
+            }
         }
     }
 
-    fn response(
-        &self,
-        _req: &RequestHeader,
-        resp: &mut ResponseHeader,
-        ctx: &RequestCtx,
-    ) -> Result<()> {
-        if let Some(decision) = &ctx.rate_limit {
-            resp.insert_header(RATELIMIT_LIMIT, self.limit_header.clone())?;
-            resp.insert_header(RATELIMIT_REMAINING, HeaderValue::from(decision.remaining))?;
-            resp.insert_header(
-                RATELIMIT_RESET,
-                HeaderValue::from(whole_seconds(decision.reset)),
-            )?;
+    fn finished(&self, done: &Finished) {
+        let ours = done
+            .ctx
+            .refusal
+            .is_some_and(|r| r.plugin == NAME && r.reason == OVER_LIMIT);
+        if let Some(counter) = self.limited.as_ref().filter(|_| ours) {
+            counter.with_label_values(&[done.route]).inc();
         }
-        Ok(())
     }
 }
 

@@ -1,7 +1,9 @@
-//! Human units in the YAML: durations (`500ms`, `5s`, `1m`) and byte sizes
-//! (`512KiB`, `10MiB`, or NGINX's `1m`).
+//! Scalars as the YAML writes them: durations (`500ms`, `5s`, `1m`), byte
+//! sizes (`512KiB`, `10MiB`, or NGINX's `1m`) and HTTP methods (`POST`).
 //!
-//! Both accept strings because `${VAR}` expansion produces strings.
+//! Each is checked as it is deserialized, so a bad value fails with the key
+//! path serde was at. Durations and sizes accept strings because `${VAR}`
+//! expansion produces strings.
 
 use std::time::Duration;
 
@@ -76,6 +78,27 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok()
         .and_then(|n| n.checked_mul(multiplier))
         .ok_or_else(|| format!("invalid size `{text}`; write e.g. 512KiB, 10MiB or 1048576"))
+}
+
+/// An HTTP method as written in the YAML: upper case, as it is matched
+/// (`post` is refused rather than silently never matching).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MethodName(pub http::Method);
+
+impl<'de> Deserialize<'de> for MethodName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        let upper = !name.is_empty() && name.bytes().all(|b| b.is_ascii_uppercase());
+        upper
+            .then(|| http::Method::from_bytes(name.as_bytes()).ok())
+            .flatten()
+            .map(MethodName)
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "`{name}` is not an HTTP method in upper case (e.g. POST)"
+                ))
+            })
+    }
 }
 
 #[cfg(test)]

@@ -7,11 +7,13 @@
 
 use serde_yaml::Value;
 
+use super::Invalid;
+
 /// Expands every string in `value`; the error names the key path and reason.
 pub fn expand_env(
     value: &mut Value,
     lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<(), (String, String)> {
+) -> Result<(), Invalid> {
     walk(value, String::new(), lookup)
 }
 
@@ -19,10 +21,10 @@ fn walk(
     value: &mut Value,
     path: String,
     lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<(), (String, String)> {
+) -> Result<(), Invalid> {
     match value {
         Value::String(s) if s.contains('$') => {
-            *s = expand_str(s, lookup).map_err(|reason| (path, reason))?;
+            *s = expand_str(s, lookup).map_err(|reason| Invalid::at(path, reason))?;
         }
         Value::Sequence(items) => {
             for (i, item) in items.iter_mut().enumerate() {
@@ -144,8 +146,8 @@ mod tests {
     #[test]
     fn errors_name_the_key_path() {
         let mut doc: Value = serde_yaml::from_str("a:\n  b: [ok, '${NOPE}']\n").unwrap();
-        let (path, reason) = expand_env(&mut doc, &env).unwrap_err();
-        assert_eq!(path, "a.b[1]");
-        assert!(reason.contains("NOPE"));
+        let e = expand_env(&mut doc, &env).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("a.b[1]"));
+        assert!(e.reason.contains("NOPE"));
     }
 }

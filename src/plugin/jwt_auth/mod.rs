@@ -1,4 +1,4 @@
-//! The per-route auth plugin: does this request need a token, is the one it
+//! The JWT auth plugin: does this request need a token, is the one it
 //! brings good enough, and what do the upstream services learn from it.
 //!
 //! The decision uses the normalized path, so `/users/../orders/1` is judged
@@ -8,6 +8,12 @@
 //! (services verify again) unless configured otherwise, and the claim
 //! headers the gateway manages are always removed from the client's request
 //! first, in any spelling, so they can only come from a verified token.
+//!
+//! Its YAML (`jwt:` and each route's `auth`, `require`, `auth_overrides`)
+//! and the conversion into policies are in `config.rs`; the verification
+//! itself is `crate::jwt`.
+
+pub mod config;
 
 use std::sync::Arc;
 
@@ -15,32 +21,46 @@ use async_trait::async_trait;
 use http::{HeaderName, HeaderValue, Method};
 use pingora::http::RequestHeader;
 use pingora::Result;
+use pingora_prometheus::prometheus::IntCounterVec;
 use serde_json::Value;
 
-use crate::config::{
-    AuthMode, AuthOverride, AuthRule, ClaimHeader, JwtSettings, PathMatch, Requirements, RouteAuth,
-};
-use crate::context::RequestCtx;
-use crate::error::{Answer, GatewayError};
+use super::{is_preflight, Flow, Plugin};
+use crate::context::{Finished, RequestCtx};
+use crate::error::GatewayError;
 use crate::jwt::{Claims, Verifier};
-use crate::plugin::{Flow, Plugin};
+use crate::metrics::Metrics;
+use crate::path;
+use config::{
+    ClaimHeader, JwtSettings, Mode, Override, PathMatch, Requirements, RoutePolicy, Rule,
+};
 
-/// What every route's auth shares: the verifier and the header policy.
-pub struct JwtAuth {
+const NAME: &str = "jwt";
+
+/// What every route's JWT auth shares: the verifier and the header policy.
+pub struct JwtShared {
     pub verifier: Verifier,
     cookie: Option<String>,
     forward_authorization: bool,
     claim_headers: Vec<ClaimHeader>,
+    /// `gateway_jwt_rejections_total{reason}`, when metrics are on.
+    rejections: Option<IntCounterVec>,
 }
 
-impl JwtAuth {
-    pub fn new(mut settings: JwtSettings) -> Result<Self, String> {
-        Ok(JwtAuth {
-            verifier: Verifier::new(&mut settings)?,
+impl JwtShared {
+    pub fn new(settings: JwtSettings, metrics: Option<&Metrics>) -> Self {
+        JwtShared {
+            verifier: Verifier::new(settings.verifier),
             cookie: settings.cookie,
             forward_authorization: settings.forward_authorization,
             claim_headers: settings.claim_headers,
-        })
+            rejections: metrics.map(|m| {
+                m.counter_vec(
+                    "gateway_jwt_rejections_total",
+                    "Requests refused by JWT auth, by reason",
+                    &["reason"],
+                )
+            }),
+        }
     }
 
     /// The bearer token (scheme matched case-insensitively), else the
@@ -75,47 +95,54 @@ impl JwtAuth {
     }
 }
 
-pub struct Auth {
-    shared: Arc<JwtAuth>,
-    policy: RouteAuth,
+/// One route's JWT auth: the shared verifier and the route's policy.
+pub struct JwtAuth {
+    shared: Arc<JwtShared>,
+    policy: RoutePolicy,
 }
 
-impl Auth {
-    pub fn new(shared: Arc<JwtAuth>, policy: RouteAuth) -> Self {
-        Auth { shared, policy }
+impl JwtAuth {
+    pub fn new(shared: Arc<JwtShared>, policy: RoutePolicy) -> Self {
+        JwtAuth { shared, policy }
     }
 }
 
 #[async_trait]
-impl Plugin for Auth {
+impl Plugin for JwtAuth {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
     async fn request(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Flow {
         if is_preflight(req) {
             return Flow::Continue;
         }
         let rule = rule_for(&self.policy, &req.method, &ctx.path);
-        if rule.mode == AuthMode::Off {
+        if rule.mode == Mode::Off {
             return Flow::Continue;
         }
         let Some(token) = self.shared.token(req) else {
-            if rule.mode != AuthMode::Required {
+            if rule.mode != Mode::Required {
                 return Flow::Continue;
             }
-            ctx.jwt_rejection = Some("missing_token");
-            return Flow::Respond(Answer::Error(GatewayError::MissingToken));
+            return Flow::Refuse {
+                reason: "missing_token",
+                error: GatewayError::MissingToken,
+            };
         };
         match self.shared.verifier.verify(token).await {
-            Err(e) => {
-                ctx.jwt_rejection = Some(e.code());
-                Flow::Respond(Answer::Error(GatewayError::InvalidToken(e.reason())))
-            }
+            Err(e) => Flow::Refuse {
+                reason: e.code(),
+                error: GatewayError::InvalidToken(e.reason()),
+            },
             Ok(claims) if satisfies(&rule.require, &claims) => {
                 ctx.claims = Some(claims);
                 Flow::Continue
             }
-            Ok(_) => {
-                ctx.jwt_rejection = Some("insufficient_scope");
-                Flow::Respond(Answer::Error(GatewayError::InsufficientScope))
-            }
+            Ok(_) => Flow::Refuse {
+                reason: "insufficient_scope",
+                error: GatewayError::InsufficientScope,
+            },
         }
     }
 
@@ -141,16 +168,18 @@ impl Plugin for Auth {
         }
         Ok(())
     }
-}
 
-/// Preflight-shaped, whether or not an `Origin` came with it: a browser
-/// never attaches a token to one, so none is asked for.
-fn is_preflight(req: &RequestHeader) -> bool {
-    req.method == Method::OPTIONS && req.headers.contains_key("access-control-request-method")
+    fn finished(&self, done: &Finished) {
+        if let (Some(counter), Some(refusal)) = (&self.shared.rejections, done.ctx.refusal) {
+            if refusal.plugin == NAME {
+                counter.with_label_values(&[refusal.reason]).inc();
+            }
+        }
+    }
 }
 
 /// The first override matching the method and path, else the route's rule.
-fn rule_for<'a>(policy: &'a RouteAuth, method: &Method, path: &str) -> &'a AuthRule {
+fn rule_for<'a>(policy: &'a RoutePolicy, method: &Method, path: &str) -> &'a Rule {
     policy
         .overrides
         .iter()
@@ -158,12 +187,10 @@ fn rule_for<'a>(policy: &'a RouteAuth, method: &Method, path: &str) -> &'a AuthR
         .map_or(&policy.rule, |o| &o.rule)
 }
 
-fn applies(o: &AuthOverride, method: &Method, path: &str) -> bool {
+fn applies(o: &Override, method: &Method, path: &str) -> bool {
     let path_matches = match &o.path {
         PathMatch::Exact(p) => p == path,
-        PathMatch::Prefix(p) => path
-            .strip_prefix(p.as_str())
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/')),
+        PathMatch::Prefix(p) => path::is_within(path, p),
     };
     path_matches && (o.methods.is_empty() || o.methods.contains(method))
 }
@@ -262,33 +289,33 @@ mod tests {
 
     #[test]
     fn the_first_matching_override_wins() {
-        let rule = |mode| AuthRule {
+        let rule = |mode| Rule {
             mode,
             require: Requirements::default(),
         };
-        let policy = RouteAuth {
-            rule: rule(AuthMode::Required),
+        let policy = RoutePolicy {
+            rule: rule(Mode::Required),
             overrides: vec![
-                AuthOverride {
+                Override {
                     methods: vec![Method::POST],
                     path: PathMatch::Exact("/users/login".into()),
-                    rule: rule(AuthMode::Off),
+                    rule: rule(Mode::Off),
                 },
-                AuthOverride {
+                Override {
                     methods: vec![],
                     path: PathMatch::Prefix("/users/public".into()),
-                    rule: rule(AuthMode::Optional),
+                    rule: rule(Mode::Optional),
                 },
             ],
         };
         let mode = |m: Method, p: &str| rule_for(&policy, &m, p).mode;
-        assert_eq!(mode(Method::POST, "/users/login"), AuthMode::Off);
-        assert_eq!(mode(Method::GET, "/users/login"), AuthMode::Required);
-        assert_eq!(mode(Method::POST, "/users/login/x"), AuthMode::Required);
-        assert_eq!(mode(Method::GET, "/users/public"), AuthMode::Optional);
-        assert_eq!(mode(Method::PUT, "/users/public/a"), AuthMode::Optional);
-        assert_eq!(mode(Method::GET, "/users/publicity"), AuthMode::Required);
-        assert_eq!(mode(Method::GET, "/users/me"), AuthMode::Required);
+        assert_eq!(mode(Method::POST, "/users/login"), Mode::Off);
+        assert_eq!(mode(Method::GET, "/users/login"), Mode::Required);
+        assert_eq!(mode(Method::POST, "/users/login/x"), Mode::Required);
+        assert_eq!(mode(Method::GET, "/users/public"), Mode::Optional);
+        assert_eq!(mode(Method::PUT, "/users/public/a"), Mode::Optional);
+        assert_eq!(mode(Method::GET, "/users/publicity"), Mode::Required);
+        assert_eq!(mode(Method::GET, "/users/me"), Mode::Required);
     }
 
     #[test]

@@ -9,20 +9,17 @@
 //! are counted and logged once per interval, not once per request.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
-use async_trait::async_trait;
 use log::{info, warn};
-use pingora::server::ShutdownWatch;
-use pingora::services::background::BackgroundService;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, Script};
 use tokio::sync::Notify;
 
+use super::config::{FailureMode, RedisSettings};
 use super::{Decision, Gcra};
-use crate::config::{FailureMode, RedisSettings};
 
 /// GCRA in microseconds; see `Gcra::decide`, which this mirrors.
 const GCRA_SCRIPT: &str = r"
@@ -57,6 +54,7 @@ pub struct RedisStore {
 }
 
 impl RedisStore {
+    /// Fails only on a URL that config validation would have refused.
     pub fn new(settings: RedisSettings) -> Result<Self, String> {
         let client = Client::open(settings.url.as_str()).map_err(|e| e.to_string())?;
         Ok(RedisStore {
@@ -116,47 +114,42 @@ impl RedisStore {
     }
 }
 
-/// Keeps the Redis connection up and reports failures once per interval.
-pub struct RedisConnector {
-    pub store: Arc<RedisStore>,
-}
-
-#[async_trait]
-impl BackgroundService for RedisConnector {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let store = &self.store;
-        let mut last_log = Instant::now();
-        let mut down_since: Option<Instant> = None;
-        loop {
-            if store.conn.load().is_none() {
-                match store.connect().await {
-                    Ok(()) => {
-                        info!("rate limit: connected to Redis at {}", store.settings.url);
-                        down_since = None;
-                    }
-                    Err(e) if down_since.is_none() => {
-                        warn!("rate limit: Redis at {} unreachable: {e}; retrying every {RECONNECT_INTERVAL:?}", store.settings.url);
-                        down_since = Some(Instant::now());
-                    }
-                    Err(_) => {}
+/// Keeps the Redis connection of `store` up and reports its failures once
+/// per interval, for as long as anything still uses the store.
+pub async fn keep_connected(store: Weak<RedisStore>) {
+    let mut last_log = Instant::now();
+    let mut down_since: Option<Instant> = None;
+    loop {
+        let Some(store) = store.upgrade() else {
+            return;
+        };
+        if store.conn.load().is_none() {
+            match store.connect().await {
+                Ok(()) => {
+                    info!("rate limit: connected to Redis at {}", store.settings.url);
+                    down_since = None;
                 }
-            }
-            if last_log.elapsed() >= LOG_INTERVAL {
-                let failed = store.failures.swap(0, Ordering::Relaxed);
-                if failed > 0 {
-                    let verdict = match store.settings.on_failure {
-                        FailureMode::FailOpen => "let through (fail_open)",
-                        FailureMode::FailClosed => "refused (fail_closed)",
-                    };
-                    warn!("rate limit: Redis could not decide {failed} request(s) in the last {LOG_INTERVAL:?}; they were {verdict}");
+                Err(e) if down_since.is_none() => {
+                    warn!("rate limit: Redis at {} unreachable: {e}; retrying every {RECONNECT_INTERVAL:?}", store.settings.url);
+                    down_since = Some(Instant::now());
                 }
-                last_log = Instant::now();
+                Err(_) => {}
             }
-            tokio::select! {
-                _ = tokio::time::sleep(RECONNECT_INTERVAL) => {}
-                _ = store.broken.notified() => {}
-                _ = shutdown.changed() => return,
+        }
+        if last_log.elapsed() >= LOG_INTERVAL {
+            let failed = store.failures.swap(0, Ordering::Relaxed);
+            if failed > 0 {
+                let verdict = match store.settings.on_failure {
+                    FailureMode::FailOpen => "let through (fail_open)",
+                    FailureMode::FailClosed => "refused (fail_closed)",
+                };
+                warn!("rate limit: Redis could not decide {failed} request(s) in the last {LOG_INTERVAL:?}; they were {verdict}");
             }
+            last_log = Instant::now();
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(RECONNECT_INTERVAL) => {}
+            _ = store.broken.notified() => {}
         }
     }
 }

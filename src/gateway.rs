@@ -1,0 +1,153 @@
+//! The gateway assembled from a validated config: the `State` requests
+//! are served from, and every service (the proxy on its listeners, the
+//! access log, metrics, background work) added to Pingora's `Server`.
+//!
+//! The proxy reads the state through one `ArcSwap`, and each request keeps
+//! the state it started on until it is done, so a new state can replace the
+//! old one whole.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use log::info;
+use pingora::apps::HttpServerOptions;
+use pingora::listeners::tls::TlsSettings;
+use pingora::proxy::HttpProxy;
+use pingora::server::Server;
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+use pingora_prometheus::prometheus_http_service;
+
+use crate::access_log::AccessLog;
+use crate::background::{Spawner, Task};
+use crate::config::{Config, ListenerSettings};
+use crate::drain::{Draining, PhaseWatch};
+use crate::metrics::Metrics;
+use crate::proxy::Proxy;
+use crate::state::State;
+use crate::yaml::Invalid;
+
+/// The running gateway, as `main` keeps it.
+pub struct Gateway {
+    access_log: Arc<AccessLog>,
+}
+
+impl Gateway {
+    /// Builds everything `config` describes, resolves and fetches what the
+    /// first request needs, and adds every service to `server`. The error
+    /// names the key path of what could not be set up.
+    pub fn build(config: Config, server: &mut Server) -> Result<Gateway, Invalid> {
+        let access_log = AccessLog::open(&config.access_log)
+            .map(Arc::new)
+            .map_err(|e| Invalid::at("access_log.output", e.to_string()))?;
+        if let Some(writer) = access_log.writer() {
+            server.add_service(background_service("access log", writer));
+        }
+        let background = background_service("background", Spawner::default());
+        let spawner = background.task();
+        server.add_service(background);
+
+        let metrics = match config.admin {
+            Some(address) => {
+                let metrics = Arc::new(Metrics::register().map_err(|e| Invalid::at("admin", e))?);
+                let mut exporter = prometheus_http_service();
+                exporter.add_tcp(&address.to_string());
+                server.add_service(exporter);
+                info!("metrics on http://{address}/metrics");
+                Some(metrics)
+            }
+            None => None,
+        };
+
+        let (state, tasks) = State::build(config.routing, metrics.clone())?;
+        // Pingora's runtimes do not exist yet, hence a short-lived one.
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Invalid::here(format!("a runtime for startup: {e}")))?
+            .block_on(state.prepare());
+        spawner.spawn(tasks);
+        let state = Arc::new(ArcSwap::from_pointee(state));
+        if let Some(metrics) = &metrics {
+            let gauges = health_gauges(metrics.clone(), Arc::downgrade(&state));
+            spawner.spawn([Box::pin(gauges) as Task]);
+        }
+
+        let draining = Draining::default();
+        let phase_watch = PhaseWatch::new(
+            server.watch_execution_phase(),
+            draining.clone(),
+            access_log.clone(),
+        );
+        server.add_service(background_service("phase watch", phase_watch));
+
+        let proxy = Proxy::new(
+            state,
+            &config.listeners,
+            metrics,
+            access_log.clone(),
+            draining,
+        );
+        let mut service = pingora::proxy::http_proxy_service_with_name(
+            &server.configuration,
+            proxy,
+            "api-gateway",
+        );
+        listen(&mut service, &config.listeners, config.server.h2c)?;
+        server.add_service(service);
+        Ok(Gateway { access_log })
+    }
+
+    /// Writes out what the access log still holds; for the way out.
+    pub fn flush(&self) {
+        self.access_log.flush();
+    }
+}
+
+/// Binds the configured listeners: plain, or TLS with HTTP/2 offered by
+/// ALPN; `h2c` adds HTTP/2 with prior knowledge on plain ones.
+fn listen(
+    service: &mut Service<HttpProxy<Proxy>>,
+    listeners: &[ListenerSettings],
+    h2c: bool,
+) -> Result<(), Invalid> {
+    if h2c {
+        let mut options = HttpServerOptions::default();
+        options.h2c = true;
+        if let Some(app) = service.app_logic_mut() {
+            app.server_options = Some(options);
+        }
+    }
+    for (i, listener) in listeners.iter().enumerate() {
+        let address = listener.address.to_string();
+        match &listener.tls {
+            Some(files) => {
+                let mut settings = TlsSettings::intermediate(&files.cert_file, &files.key_file)
+                    .map_err(|e| Invalid::at(format!("listeners[{i}].tls"), e.to_string()))?;
+                if listener.http2 {
+                    settings.enable_h2();
+                }
+                service.add_tls_with_settings(&address, None, settings);
+                info!("listening on https://{address}");
+            }
+            None => {
+                service.add_tcp(&address);
+                info!("listening on http://{address}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Copies each instance's health into its gauge once a second.
+async fn health_gauges(metrics: Arc<Metrics>, state: Weak<ArcSwap<State>>) {
+    loop {
+        let Some(state) = state.upgrade() else { return };
+        for upstream in state.load().upstreams() {
+            metrics.record_health(&upstream.name, &upstream.health());
+        }
+        drop(state);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
