@@ -50,16 +50,19 @@ fn mint(alg: Algorithm, key: &EncodingKey) -> String {
 }
 
 fn verifier(key: VerifyingKey, cache_size: usize) -> Verifier {
-    Verifier::new(Settings {
-        keys: vec![key],
-        jwks_urls: vec![],
-        issuers: vec![],
-        audiences: vec![],
-        leeway: Duration::from_secs(30),
-        require_exp: true,
-        cache_size,
-        cache_ttl: Duration::from_secs(60),
-    })
+    Verifier::new(
+        Settings {
+            keys: vec![key],
+            jwks_urls: vec![],
+            issuers: vec![],
+            audiences: vec![],
+            leeway: Duration::from_secs(30),
+            require_exp: true,
+            cache_size,
+            cache_ttl: Duration::from_secs(60),
+        },
+        None,
+    )
 }
 
 fn verify(c: &mut Criterion) {

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use log::warn;
 use pingora::server::ShutdownWatch;
@@ -70,10 +71,17 @@ pub struct LogEntry<'a> {
 }
 
 pub struct AccessLog {
-    format: Format,
+    /// Where lines go now; a reopen swaps in another.
+    current: ArcSwap<Writer>,
+}
+
+/// One output, opened, in one format.
+struct Writer {
+    settings: Settings,
     /// Colour the status as morgan does, only when a person is watching.
     color: bool,
-    sink: Option<Arc<Sink>>,
+    /// `None` for `format: off`.
+    sink: Option<Sink>,
 }
 
 impl AccessLog {
@@ -81,52 +89,36 @@ impl AccessLog {
     /// fails at startup, not at the first request. Lines are written once
     /// the service from [`AccessLog::writer`] runs.
     pub fn open(settings: &Settings) -> io::Result<AccessLog> {
-        if settings.format == Format::Off {
-            return Ok(AccessLog {
-                format: Format::Off,
-                color: false,
-                sink: None,
-            });
-        }
-        let (out, color): (Box<dyn Write + Send>, bool) = match &settings.output {
-            Output::Stdout => (Box::new(io::stdout()), io::stdout().is_terminal()),
-            Output::Stderr => (Box::new(io::stderr()), io::stderr().is_terminal()),
-            Output::File(path) => {
-                let file = OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(|e| {
-                        io::Error::new(
-                            e.kind(),
-                            format!("access_log.output {}: {e}", path.display()),
-                        )
-                    })?;
-                (Box::new(file), false)
-            }
-        };
-        let sink = Arc::new(Sink {
-            pending: Mutex::new(Vec::with_capacity(64 << 10)),
-            out: Mutex::new(out),
-            dropped: AtomicU64::new(0),
-        });
         Ok(AccessLog {
-            format: settings.format,
-            color: color && settings.format == Format::Dev,
-            sink: Some(sink),
+            current: ArcSwap::from_pointee(Writer::open(settings)?),
         })
     }
 
+    /// Opens `settings`' output anew and sends lines there from now on: a
+    /// file is opened at its path again, so one that logrotate moved away
+    /// is followed by a new one. Lines already buffered still go to the old
+    /// output. On error nothing changes.
+    pub fn reopen(&self, settings: &Settings) -> io::Result<()> {
+        let writer = Writer::open(settings)?;
+        self.current.store(Arc::new(writer));
+        Ok(())
+    }
+
+    pub fn settings(&self) -> Settings {
+        self.current.load().settings.clone()
+    }
+
     pub fn record(&self, entry: &LogEntry) {
-        let Some(sink) = &self.sink else { return };
+        let writer = self.current.load();
+        let Some(sink) = &writer.sink else { return };
         thread_local! {
             static LINE: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(512));
         }
         LINE.with(|line| {
             let mut line = line.borrow_mut();
             line.clear();
-            match self.format {
-                Format::Dev => format_dev(entry, self.color, &mut line),
+            match writer.settings.format {
+                Format::Dev => format_dev(entry, writer.color, &mut line),
                 Format::Json => format_json(entry, &mut line),
                 Format::Off => return,
             }
@@ -136,7 +128,7 @@ impl AccessLog {
 
     /// Writes out whatever is buffered; called once more at shutdown.
     pub fn flush(&self) {
-        if let Some(sink) = &self.sink {
+        if let Some(sink) = &self.current.load().sink {
             sink.flush();
         }
     }
@@ -144,12 +136,54 @@ impl AccessLog {
     /// The service that writes the buffer out. It runs under Pingora's
     /// `Server` rather than on a thread of ours because `-d` forks, and a
     /// thread started before the fork does not exist after it.
-    pub fn writer(&self) -> Option<LogWriter> {
-        self.sink.clone().map(LogWriter)
+    pub fn writer(self: &Arc<Self>) -> LogWriter {
+        LogWriter(self.clone())
     }
 }
 
-pub struct LogWriter(Arc<Sink>);
+impl Writer {
+    fn open(settings: &Settings) -> io::Result<Writer> {
+        let (out, color): (Box<dyn Write + Send>, bool) = match &settings.output {
+            _ if settings.format == Format::Off => {
+                return Ok(Writer {
+                    settings: settings.clone(),
+                    color: false,
+                    sink: None,
+                })
+            }
+            Output::Stdout => (Box::new(io::stdout()), io::stdout().is_terminal()),
+            Output::Stderr => (Box::new(io::stderr()), io::stderr().is_terminal()),
+            Output::File(path) => {
+                let file = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+                (Box::new(file), false)
+            }
+        };
+        Ok(Writer {
+            settings: settings.clone(),
+            color: color && settings.format == Format::Dev,
+            sink: Some(Sink {
+                pending: Mutex::new(Vec::with_capacity(64 << 10)),
+                out: Mutex::new(out),
+                dropped: AtomicU64::new(0),
+            }),
+        })
+    }
+}
+
+impl Drop for Writer {
+    /// A writer replaced by a reopen still writes out what it holds.
+    fn drop(&mut self) {
+        if let Some(sink) = &self.sink {
+            sink.flush();
+        }
+    }
+}
+
+pub struct LogWriter(Arc<AccessLog>);
 
 #[async_trait]
 impl BackgroundService for LogWriter {
@@ -462,5 +496,35 @@ mod tests {
         log.flush();
         let text = std::fs::read_to_string(path).unwrap();
         assert_eq!(text.lines().count(), 3);
+    }
+
+    #[test]
+    fn a_reopen_follows_a_rotated_file_and_keeps_what_was_buffered() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let settings = Settings {
+            format: Format::Json,
+            output: Output::File(path.clone()),
+        };
+        let log = AccessLog::open(&settings).unwrap();
+        log.record(&entry());
+        // logrotate moves the file away, then asks for a reopen.
+        let rotated = dir.path().join("access.log.1");
+        std::fs::rename(&path, &rotated).unwrap();
+        log.reopen(&settings).unwrap();
+        log.record(&entry());
+        log.record(&entry());
+        log.flush();
+        let lines = |p: &std::path::Path| std::fs::read_to_string(p).unwrap().lines().count();
+        assert_eq!(lines(&rotated), 1, "the buffered line went to the old file");
+        assert_eq!(lines(&path), 2);
+
+        let bad = Settings {
+            format: Format::Json,
+            output: Output::File(dir.path().join("no/such/dir.log")),
+        };
+        let e = log.reopen(&bad).unwrap_err();
+        assert!(e.to_string().contains("no/such/dir.log"), "{e}");
+        assert_eq!(log.settings(), settings, "a failed reopen changes nothing");
     }
 }

@@ -1,16 +1,20 @@
 //! The gateway assembled from a validated config: the `State` requests
 //! are served from, and every service (the proxy on its listeners, the
-//! access log, metrics, background work) added to Pingora's `Server`.
+//! access log, metrics, background work, the reloader) added to Pingora's
+//! `Server`.
 //!
 //! The proxy reads the state through one `ArcSwap`, and each request keeps
 //! the state it started on until it is done, so a new state can replace the
 //! old one whole.
 
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use log::info;
+use log::{info, warn};
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
 use pingora::proxy::HttpProxy;
@@ -21,10 +25,13 @@ use pingora_prometheus::prometheus_http_service;
 
 use crate::access_log::AccessLog;
 use crate::background::{Spawner, Task};
+use crate::certs::CertStore;
 use crate::config::{Config, ListenerSettings};
+use crate::control::{self, Status};
 use crate::drain::{Draining, PhaseWatch};
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
+use crate::reload::{Fixed, Reloader};
 use crate::state::State;
 use crate::yaml::Invalid;
 
@@ -34,16 +41,19 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Builds everything `config` describes, resolves and fetches what the
-    /// first request needs, and adds every service to `server`. The error
-    /// names the key path of what could not be set up.
-    pub fn build(config: Config, server: &mut Server) -> Result<Gateway, Invalid> {
+    /// Builds everything `config` (read from `conf_file`) describes,
+    /// resolves and fetches what the first request needs, and adds every
+    /// service to `server`, the reloader among them. The error names the
+    /// key path of what could not be set up.
+    pub fn build(
+        config: Config,
+        conf_file: &Path,
+        server: &mut Server,
+    ) -> Result<Gateway, Invalid> {
         let access_log = AccessLog::open(&config.access_log)
             .map(Arc::new)
             .map_err(|e| Invalid::at("access_log.output", e.to_string()))?;
-        if let Some(writer) = access_log.writer() {
-            server.add_service(background_service("access log", writer));
-        }
+        server.add_service(background_service("access log", access_log.writer()));
         let background = background_service("background", Spawner::default());
         let spawner = background.task();
         server.add_service(background);
@@ -59,14 +69,17 @@ impl Gateway {
             }
             None => None,
         };
+        if let Some(metrics) = &metrics {
+            metrics.config_loaded(&config.sha256, false);
+        }
 
-        let (state, tasks) = State::build(config.routing, metrics.clone())?;
+        let (state, fresh) = State::build(config.routing, metrics.clone(), None)?;
         // Pingora's runtimes do not exist yet, hence a short-lived one.
-        tokio::runtime::Builder::new_current_thread()
+        let tasks = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| Invalid::here(format!("a runtime for startup: {e}")))?
-            .block_on(state.prepare());
+            .block_on(fresh.prepare(false))?;
         spawner.spawn(tasks);
         let state = Arc::new(ArcSwap::from_pointee(state));
         if let Some(metrics) = &metrics {
@@ -83,9 +96,9 @@ impl Gateway {
         server.add_service(background_service("phase watch", phase_watch));
 
         let proxy = Proxy::new(
-            state,
+            state.clone(),
             &config.listeners,
-            metrics,
+            metrics.clone(),
             access_log.clone(),
             draining,
         );
@@ -94,8 +107,41 @@ impl Gateway {
             proxy,
             "api-gateway",
         );
-        listen(&mut service, &config.listeners, config.server.h2c)?;
+        let certs = listen(&mut service, &config.listeners, config.server.h2c)?;
         server.add_service(service);
+
+        let status_file = control::status_path(&config.server.pid_file);
+        let started = Status {
+            generation: 0,
+            ok: true,
+            message: format!(
+                "started with {} (sha256 {})",
+                conf_file.display(),
+                config.sha256
+            ),
+        };
+        if let Err(e) = started.write(&status_file) {
+            warn!(
+                "cannot write {}: {e}; `-s reload` will not see outcomes",
+                status_file.display()
+            );
+        }
+        let reloader = Reloader {
+            conf_file: conf_file.to_path_buf(),
+            state,
+            access_log: access_log.clone(),
+            spawner,
+            metrics,
+            fixed: Fixed {
+                server: config.server,
+                listeners: config.listeners,
+                admin: config.admin,
+            },
+            certs,
+            status_file,
+            generation: AtomicU64::new(0),
+        };
+        server.add_service(background_service("reloader", reloader));
         Ok(Gateway { access_log })
     }
 
@@ -106,12 +152,14 @@ impl Gateway {
 }
 
 /// Binds the configured listeners: plain, or TLS with HTTP/2 offered by
-/// ALPN; `h2c` adds HTTP/2 with prior knowledge on plain ones.
+/// ALPN; `h2c` adds HTTP/2 with prior knowledge on plain ones. Returns each
+/// TLS listener's certificate store, for reloads to renew.
 fn listen(
     service: &mut Service<HttpProxy<Proxy>>,
     listeners: &[ListenerSettings],
     h2c: bool,
-) -> Result<(), Invalid> {
+) -> Result<Vec<(SocketAddr, Arc<CertStore>)>, Invalid> {
+    let mut certs = Vec::new();
     if h2c {
         let mut options = HttpServerOptions::default();
         options.h2c = true;
@@ -123,12 +171,16 @@ fn listen(
         let address = listener.address.to_string();
         match &listener.tls {
             Some(files) => {
+                let at = || format!("listeners[{i}].tls");
+                let store = Arc::new(CertStore::load(files).map_err(|e| Invalid::at(at(), e))?);
                 let mut settings = TlsSettings::intermediate(&files.cert_file, &files.key_file)
-                    .map_err(|e| Invalid::at(format!("listeners[{i}].tls"), e.to_string()))?;
+                    .map_err(|e| Invalid::at(at(), e.to_string()))?;
+                settings.set_cert_resolver(store.clone());
                 if listener.http2 {
                     settings.enable_h2();
                 }
                 service.add_tls_with_settings(&address, None, settings);
+                certs.push((listener.address, store));
                 info!("listening on https://{address}");
             }
             None => {
@@ -137,7 +189,7 @@ fn listen(
             }
         }
     }
-    Ok(())
+    Ok(certs)
 }
 
 /// Copies each instance's health into its gauge once a second.

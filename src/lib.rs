@@ -3,8 +3,10 @@
 
 pub mod access_log;
 pub mod background;
+pub mod certs;
 pub mod config;
 pub mod context;
+pub mod control;
 pub mod drain;
 pub mod error;
 pub mod forwarded;
@@ -15,6 +17,7 @@ pub mod metrics;
 pub mod path;
 pub mod plugin;
 pub mod proxy;
+pub mod reload;
 pub mod routing;
 pub mod sharded_lru;
 pub mod state;

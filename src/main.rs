@@ -12,6 +12,7 @@ use log::warn;
 use pingora::server::{configuration::Opt, RunArgs, Server};
 
 use api_gateway::config::{self, ConfigError};
+use api_gateway::control::{self, Command};
 use api_gateway::gateway::Gateway;
 
 // glibc's malloc was about 12% of the CPU under load (fastbin
@@ -23,24 +24,27 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const DEFAULT_CONF: &str = "conf/gateway.yaml";
 
-/// Pingora's flags, with `-c/--conf` naming the gateway's YAML file.
+/// Pingora's flags, with `-c/--conf` naming the gateway's YAML file, and
+/// `-s` to signal a running gateway, as NGINX does.
 #[derive(Parser)]
 #[command(name = "api-gateway", version, about = "API gateway on Pingora")]
 struct Cli {
     #[command(flatten)]
     opt: Opt,
+    /// Signal the gateway in `server.pid_file` of the config: `reload`
+    /// (prints whether it succeeded) or `reopen` (the access log).
+    #[arg(short = 's', long = "signal", value_enum, value_name = "SIGNAL")]
+    signal: Option<Command>,
 }
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let mut opt = Cli::parse().opt;
-
-    // Like Node's dotenv: `.env` in the working directory, never overriding
-    // variables that are already set.
-    match dotenvy::from_path(".env") {
-        Err(e) if !e.not_found() => return fail(format!(".env: {e}")),
-        _ => {}
-    }
+    // A SIGHUP before the reloader listens must not end the process, which
+    // is what it does by default; the reloader takes it over once it runs.
+    // SAFETY: setting a signal's disposition to "ignore" runs no handler.
+    unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
+    let cli = Cli::parse();
+    let mut opt = cli.opt;
 
     // jsonwebtoken compiles without a crypto backend and would panic at the
     // first token; ours is chosen here, once, explicitly.
@@ -56,6 +60,15 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(e) => return fail(e),
     };
+    if let Some(command) = cli.signal {
+        return match control::send(command, &config.server.pid_file) {
+            Ok(message) => {
+                println!("{message}");
+                ExitCode::SUCCESS
+            }
+            Err(message) => fail(message),
+        };
+    }
     for warning in &config.warnings {
         warn!("{}: {warning}", conf_file.display());
     }
@@ -79,7 +92,7 @@ fn main() -> ExitCode {
         }
     }
 
-    let gateway = match Gateway::build(config, &mut server) {
+    let gateway = match Gateway::build(config, &conf_file, &mut server) {
         Ok(gateway) => gateway,
         Err(problem) => {
             return fail(ConfigError {

@@ -15,10 +15,11 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Mutex, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use pingora_prometheus::prometheus::{
-    self, register_histogram_vec, register_int_counter_vec, register_int_gauge,
-    register_int_gauge_vec, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    self, register_gauge, register_histogram_vec, register_int_counter_vec, register_int_gauge,
+    register_int_gauge_vec, Gauge, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
 };
 
 use crate::context::Finished;
@@ -30,6 +31,9 @@ pub struct Metrics {
     upstream_errors: IntCounterVec,
     refusals: IntCounterVec,
     instance_healthy: IntGaugeVec,
+    reloads: IntCounterVec,
+    last_load: Gauge,
+    config_info: IntGaugeVec,
     /// Plugins' own counters, by name: registered once per process, however
     /// often the plugins are built again.
     plugin_counters: Mutex<HashMap<&'static str, IntCounterVec>>,
@@ -76,8 +80,48 @@ impl Metrics {
                 &["upstream", "instance"]
             )
             .map_err(e)?,
+            reloads: register_int_counter_vec!(
+                "gateway_config_reloads_total",
+                "Config reloads in the running process, by result (ok, error)",
+                &["result"]
+            )
+            .map_err(e)?,
+            last_load: register_gauge!(
+                "gateway_config_last_reload_success_timestamp_seconds",
+                "When the running config was loaded, at startup or by a reload (Unix time)"
+            )
+            .map_err(e)?,
+            config_info: register_int_gauge_vec!(
+                "gateway_config_info",
+                "1, labelled with the SHA-256 of the running config file",
+                &["sha256"]
+            )
+            .map_err(e)?,
             plugin_counters: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The config with this SHA-256 serves from now on; `reloaded` when a
+    /// reload (not startup) loaded it.
+    pub fn config_loaded(&self, sha256: &str, reloaded: bool) {
+        if reloaded {
+            self.reloads.with_label_values(&["ok"]).inc();
+        } else {
+            // Both results exist from the start, so a rate can be taken.
+            self.reloads.with_label_values(&["ok"]);
+            self.reloads.with_label_values(&["error"]);
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        self.last_load.set(now.as_secs_f64());
+        self.config_info.reset();
+        self.config_info.with_label_values(&[sha256]).set(1);
+    }
+
+    /// A reload was refused; the running config keeps serving.
+    pub fn reload_refused(&self) {
+        self.reloads.with_label_values(&["error"]).inc();
     }
 
     /// A counter of a plugin's own, registered the first time it is asked

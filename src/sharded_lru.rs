@@ -4,7 +4,7 @@
 
 use std::hash::{BuildHasher, RandomState};
 use std::num::NonZeroUsize;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 
 use lru::LruCache;
 
@@ -28,10 +28,22 @@ impl<V> ShardedLru<V> {
         })
     }
 
+    /// Keeps at most `capacity` entries from now on (the least recently
+    /// used go first); 0 keeps one per shard.
+    pub fn resize(&self, capacity: usize) {
+        let per_shard = NonZeroUsize::new(capacity.div_ceil(SHARDS)).unwrap_or(NonZeroUsize::MIN);
+        for shard in &self.shards {
+            shard
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .resize(per_shard);
+        }
+    }
+
     /// Runs `f` on the shard that holds `key`, under its lock.
     pub fn with_shard<R>(&self, key: &str, f: impl FnOnce(&mut LruCache<Box<str>, V>) -> R) -> R {
         let shard = &self.shards[self.hasher.hash_one(key) as usize % SHARDS];
-        f(&mut shard.lock().unwrap_or_else(|e| e.into_inner()))
+        f(&mut shard.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     #[cfg(test)]

@@ -7,10 +7,13 @@
 
 use std::sync::Arc;
 
+use log::warn;
+
 use crate::background::Task;
 use crate::config::RoutingSettings;
 use crate::forwarded::TrustedProxies;
 use crate::metrics::Metrics;
+use crate::plugin;
 use crate::plugin::chain::Shared;
 use crate::plugin::Chain;
 use crate::routing::{Entry, Route, RouteTable};
@@ -33,26 +36,52 @@ pub struct State {
     pub trusted_proxies: TrustedProxies,
     pub max_body_size: u64,
     upstreams: Vec<Arc<Upstream>>,
-    /// Kept so the plugins' stores and verifier live as long as the state.
-    _shared: Shared,
+    /// What the plugins of all routes share; a reload's new state takes
+    /// over what still applies.
+    shared: Shared,
+}
+
+/// What a new state does not share with the one it replaces: to be
+/// resolved and fetched before it serves, and the background work its new
+/// parts need once it does.
+pub struct Fresh {
+    upstreams: Vec<Arc<Upstream>>,
+    plugins: plugin::chain::Fresh,
 }
 
 impl State {
-    /// Builds the state `settings` describe, and the background tasks its
-    /// new parts need. Nothing is fetched or resolved yet: see
-    /// [`State::prepare`].
+    /// Builds the state `settings` describe. From `previous` (the state a
+    /// reload replaces) it keeps each upstream whose settings are unchanged,
+    /// with its health and pooled connections, and what the plugins can
+    /// keep; everything else is new and in `Fresh`, resolved and fetched by
+    /// [`Fresh::prepare`].
     pub fn build(
         settings: RoutingSettings,
         metrics: Option<Arc<Metrics>>,
-    ) -> Result<(State, Vec<Task>), Invalid> {
-        let (shared, mut tasks) = Shared::new(settings.plugins, metrics)?;
+        previous: Option<&State>,
+    ) -> Result<(State, Fresh), Invalid> {
+        let (shared, plugins) =
+            Shared::new(settings.plugins, metrics, previous.map(|p| &p.shared))?;
+        let mut fresh = Fresh {
+            upstreams: Vec::new(),
+            plugins,
+        };
         let upstreams: Vec<Arc<Upstream>> = settings
             .upstreams
             .iter()
             .map(|settings| {
+                let kept = previous
+                    .iter()
+                    .flat_map(|p| &p.upstreams)
+                    .find(|u| u.settings == *settings);
+                if let Some(kept) = kept {
+                    return kept.clone();
+                }
                 let (upstream, refresh) = Upstream::new(settings);
-                tasks.extend(refresh);
-                Arc::new(upstream)
+                let upstream = Arc::new(upstream);
+                fresh.plugins.tasks.extend(refresh);
+                fresh.upstreams.push(upstream.clone());
+                upstream
             })
             .collect();
         let entries = settings
@@ -72,18 +101,9 @@ impl State {
             trusted_proxies: TrustedProxies::new(settings.trusted_proxies),
             max_body_size: settings.max_body_size,
             upstreams,
-            _shared: shared,
+            shared,
         };
-        Ok((state, tasks))
-    }
-
-    /// What the first request needs done first: every upstream resolved,
-    /// every JWKS URL fetched.
-    pub async fn prepare(&self) {
-        for upstream in &self.upstreams {
-            upstream.prepare().await;
-        }
-        self._shared.prepare().await;
+        Ok((state, fresh))
     }
 
     pub fn upstreams(&self) -> &[Arc<Upstream>] {
@@ -101,5 +121,34 @@ impl State {
             Some(i) => &self.routes.get(i).target.chain,
             None => &self.unmatched,
         }
+    }
+}
+
+impl Fresh {
+    /// What the first request to the new parts needs: every new upstream
+    /// resolved, every new JWKS URL fetched. `strict` (a reload) refuses a
+    /// host name that resolves to nothing and a JWKS URL that cannot be
+    /// fetched; at startup both are logged and retried in the background,
+    /// since what they name may not be up yet. Returns the background work
+    /// the new parts need, to be started once the new state serves.
+    pub async fn prepare(self, strict: bool) -> Result<Vec<Task>, Invalid> {
+        for upstream in &self.upstreams {
+            upstream.prepare(strict).await?;
+        }
+        for source in &self.plugins.jwks {
+            if let Err(e) = source.refresh().await {
+                let url = &source.settings().url;
+                if strict {
+                    return Err(Invalid::at(
+                        &source.settings().key,
+                        format!("`{url}` cannot be fetched: {e}"),
+                    ));
+                }
+                warn!(
+                    "JWKS {url}: unreachable at startup; starting anyway, tokens for its keys are refused until a fetch succeeds"
+                );
+            }
+        }
+        Ok(self.plugins.tasks)
     }
 }

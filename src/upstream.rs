@@ -22,18 +22,18 @@ use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora::upstreams::peer::HttpPeer;
 
 use crate::background::Task;
-use crate::config::{InstanceUrl, Timeouts, UpstreamSettings};
+use crate::config::{InstanceUrl, UpstreamSettings};
+use crate::yaml::Invalid;
 
 type Pool = LoadBalancer<RoundRobin>;
 
 /// One upstream service as the proxy sees it.
 pub struct Upstream {
     pub name: String,
+    /// What it was built from: a reload keeps an upstream (its health and
+    /// its pooled connections) whose settings did not change.
+    pub settings: UpstreamSettings,
     pool: Arc<Pool>,
-    timeouts: Timeouts,
-    /// How many configured instances there are; a retry only makes sense
-    /// when there is another one to try.
-    instance_count: usize,
 }
 
 /// The chosen instance for one attempt.
@@ -72,18 +72,41 @@ impl Upstream {
         }
         let upstream = Upstream {
             name: settings.name.clone(),
+            settings: settings.clone(),
             pool,
-            timeouts: settings.timeouts.clone(),
-            instance_count: settings.instances.len(),
         };
         (upstream, tasks)
     }
 
     /// The first resolution, so the first request already has instances.
-    pub async fn prepare(&self) {
+    /// `strict` (a reload) refuses an instance whose host name resolves to
+    /// nothing; at startup that is only logged, and the name is picked up
+    /// once it resolves (a container may not be up yet).
+    pub async fn prepare(&self, strict: bool) -> Result<(), Invalid> {
+        if strict {
+            for (i, instance) in self.settings.instances.iter().enumerate() {
+                if instance.host.parse::<IpAddr>().is_ok() {
+                    continue;
+                }
+                let target = format!("{}:{}", instance.host, instance.port);
+                let found = tokio::net::lookup_host(target.as_str())
+                    .await
+                    .map(|mut addrs| addrs.next().is_some());
+                if !matches!(found, Ok(true)) {
+                    let why = found
+                        .err()
+                        .map_or("no address".to_string(), |e| e.to_string());
+                    return Err(Invalid::at(
+                        format!("upstreams.{}.instances[{i}]", self.name),
+                        format!("`{}` does not resolve: {why}", instance.host),
+                    ));
+                }
+            }
+        }
         if let Err(e) = self.pool.update().await {
             warn!("upstream {}: first resolution failed: {e}", self.name);
         }
+        Ok(())
     }
 
     /// Each instance's address and whether it is healthy (true without
@@ -97,8 +120,9 @@ impl Upstream {
             .collect()
     }
 
+    /// Whether a retry has another instance to go to.
     pub fn has_alternatives(&self) -> bool {
-        self.instance_count > 1 || self.pool.backends().get_backend().len() > 1
+        self.settings.instances.len() > 1 || self.pool.backends().get_backend().len() > 1
     }
 
     /// The next instance in round-robin order, skipping `avoid` (the one
@@ -129,12 +153,13 @@ impl Upstream {
         };
         let mut peer = HttpPeer::new(addr, instance.tls, sni);
         let options = &mut peer.options;
+        let timeouts = &self.settings.timeouts;
         // Pingora leaves every upstream timeout unset (wait forever).
-        options.connection_timeout = Some(self.timeouts.connect);
-        options.total_connection_timeout = Some(self.timeouts.connect);
-        options.read_timeout = Some(self.timeouts.read);
-        options.write_timeout = Some(self.timeouts.write);
-        options.idle_timeout = Some(self.timeouts.idle);
+        options.connection_timeout = Some(timeouts.connect);
+        options.total_connection_timeout = Some(timeouts.connect);
+        options.read_timeout = Some(timeouts.read);
+        options.write_timeout = Some(timeouts.write);
+        options.idle_timeout = Some(timeouts.idle);
         Box::new(peer)
     }
 }

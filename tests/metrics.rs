@@ -11,19 +11,6 @@ use support::*;
 
 const SECRET: &str = "metrics-test-secret-0123456789abcdef";
 
-/// The value of the sample of `name` whose labels include all of `labels`.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-        .find(|l| {
-            labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_count_requests_rejections_limits_and_upstream_failures() {
     let upstream = Upstream::start("svc").await;
@@ -98,7 +85,7 @@ routes:
     let text = scrape().await;
 
     let requests = |route: &str, method: &str, status: &str| {
-        sample(
+        metric(
             &text,
             "gateway_requests_total",
             &[("route", route), ("method", method), ("status", status)],
@@ -111,12 +98,12 @@ routes:
     // /nowhere, and /metrics asked of the public port.
     assert_eq!(requests("none", "GET", "4xx"), Some(2.0));
     assert_eq!(requests("/open", "OTHER", "2xx"), Some(1.0));
-    let reason = |r: &str| sample(&text, "gateway_jwt_rejections_total", &[("reason", r)]);
+    let reason = |r: &str| metric(&text, "gateway_jwt_rejections_total", &[("reason", r)]);
     assert_eq!(reason("missing_token"), Some(1.0));
     assert_eq!(reason("malformed"), Some(1.0));
     // The same refusals, counted by the core without naming any plugin.
     let refused = |plugin: &str, reason: &str| {
-        sample(
+        metric(
             &text,
             "gateway_refusals_total",
             &[("plugin", plugin), ("reason", reason)],
@@ -126,7 +113,7 @@ routes:
     assert_eq!(refused("jwt", "malformed"), Some(1.0));
     assert_eq!(refused("rate_limit", "over_limit"), Some(1.0));
     assert_eq!(
-        sample(
+        metric(
             &text,
             "gateway_rate_limited_total",
             &[("route", "/limited")]
@@ -134,7 +121,7 @@ routes:
         Some(1.0)
     );
     let errors = |up: &str, kind: &str| {
-        sample(
+        metric(
             &text,
             "gateway_upstream_errors_total",
             &[("upstream", up), ("kind", kind)],
@@ -143,17 +130,17 @@ routes:
     assert!(errors("dead", "connect") >= Some(1.0), "{text}");
     assert_eq!(errors("svc", "timeout"), Some(1.0));
     assert_eq!(
-        sample(
+        metric(
             &text,
             "gateway_request_duration_seconds_count",
             &[("route", "/users")]
         ),
         Some(4.0)
     );
-    assert_eq!(sample(&text, "gateway_requests_in_flight", &[]), Some(0.0));
+    assert_eq!(metric(&text, "gateway_requests_in_flight", &[]), Some(0.0));
     let instance = upstream.url().replace("http://", "");
     assert_eq!(
-        sample(
+        metric(
             &text,
             "gateway_upstream_instance_healthy",
             &[("upstream", "svc"), ("instance", &instance)]
@@ -200,9 +187,16 @@ routes:
     wait_until(Duration::from_secs(10), "each route's own count", || {
         let url = metrics_url.clone();
         async move {
-            let text = client().get(&url).send().await.unwrap().text().await.unwrap();
+            let text = client()
+                .get(&url)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
             let count = |route: &str| {
-                sample(
+                metric(
                     &text,
                     "gateway_requests_total",
                     &[("route", route), ("status", "2xx")],

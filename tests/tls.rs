@@ -5,49 +5,8 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
-
-use reqwest::{redirect, Certificate, Client, Version};
+use reqwest::{redirect, Client, Version};
 use support::*;
-
-/// A self-signed certificate for 127.0.0.1 (not a CA: webpki refuses a CA
-/// certificate as a server's own).
-fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
-        .args(["-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (cert, key)
-}
-
-fn trusting(cert: &Path) -> reqwest::ClientBuilder {
-    let pem = std::fs::read(cert).unwrap();
-    Client::builder()
-        .add_root_certificate(Certificate::from_pem(&pem).unwrap())
-        .timeout(Duration::from_secs(15))
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn https_with_http1_and_http2_h2c_and_the_redirect() {

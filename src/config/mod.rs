@@ -8,6 +8,7 @@
 //! one message naming the file, the key path (`routes[2].upstream`) and the
 //! reason, and request handling never looks anything up by string.
 
+mod env;
 mod listeners;
 mod raw;
 mod routes;
@@ -31,6 +32,7 @@ use crate::plugin::cors::CorsPolicy;
 use crate::plugin::jwt_auth::config::JwtSettings;
 use crate::plugin::rate_limit::config::{BackendKind, Backends, RateLimitPolicy};
 use crate::yaml::{self, Invalid};
+use env::Env;
 use raw::RawConfig;
 
 /// The validated configuration.
@@ -44,6 +46,9 @@ pub struct Config {
     pub routing: RoutingSettings,
     /// Usable but probably unintended settings, for the log.
     pub warnings: Vec<String>,
+    /// The SHA-256 of the file as read (before `${VAR}` expansion), in hex:
+    /// which file a running gateway was loaded from.
+    pub sha256: String,
 }
 
 /// What requests are served by: the routes, their upstreams and plugins,
@@ -77,15 +82,27 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// Reads and validates the file, taking `${VAR}` values from the process
-/// environment.
+/// environment and the `.env` file in the working directory.
 pub fn load(file: &Path) -> Result<Config, ConfigError> {
+    let dotenv = Path::new(".env");
+    let env = Env::load(dotenv).map_err(|reason| ConfigError {
+        file: dotenv.to_path_buf(),
+        problem: Invalid::here(reason),
+    })?;
     let error = |problem| ConfigError {
         file: file.to_path_buf(),
         problem,
     };
     let text = std::fs::read_to_string(file)
         .map_err(|e| error(Invalid::here(format!("cannot read: {e}"))))?;
-    parse(&text, &|name| std::env::var(name).ok()).map_err(error)
+    let mut config = parse(&text, &|name| env.get(name)).map_err(error)?;
+    config.sha256 = sha256_hex(text.as_bytes());
+    Ok(config)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Invalid> {
@@ -147,7 +164,7 @@ impl TryFrom<RawConfig> for Config {
             .map_err(|e| e.under("rate_limit_backends"))?;
         let rate_limit = match raw.rate_limit {
             Some(section) if section.enabled => Some(
-                RateLimitPolicy::from_raw(section, "global".into(), &backends)
+                RateLimitPolicy::from_raw(section, "global", &backends)
                     .map_err(|e| e.under("rate_limit"))?,
             ),
             _ => None,
@@ -202,6 +219,7 @@ impl TryFrom<RawConfig> for Config {
                 },
             },
             warnings,
+            sha256: String::new(),
         })
     }
 }
@@ -465,6 +483,14 @@ routes:
             ),
         ];
         assert_errors(&cases);
+    }
+
+    #[test]
+    fn the_file_is_identified_by_its_sha256() {
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     #[test]

@@ -165,7 +165,7 @@ impl RouteSettings {
             None => defaults.cors.cloned(),
         };
         plugins.extend(cors.map(PluginConfig::Cors));
-        let scope = format!(
+        let applies_to = format!(
             "route:{}{prefix}",
             host.as_ref()
                 .map(HostPattern::to_string)
@@ -173,7 +173,7 @@ impl RouteSettings {
         );
         let rate_limit = match raw.rate_limit {
             Some(section) if section.enabled => Some(
-                RateLimitPolicy::from_raw(section, scope, defaults.backends)
+                RateLimitPolicy::from_raw(section, &applies_to, defaults.backends)
                     .map_err(|e| e.under("rate_limit"))?,
             ),
             Some(_) => None,

@@ -27,6 +27,8 @@ const MAX_JWKS_BYTES: usize = 1 << 20;
 /// One `jwks_url` key source, validated.
 #[derive(Debug, Clone)]
 pub struct JwksSource {
+    /// Where the config names it (`jwt.keys[2].jwks_url`), for errors.
+    pub key: String,
     pub url: String,
     pub algorithms: Vec<Algorithm>,
     pub fetch: JwksFetch,
@@ -34,6 +36,15 @@ pub struct JwksSource {
     /// the system roots when verifying the identity provider; empty: the
     /// built-in web roots.
     pub roots: Vec<reqwest::Certificate>,
+}
+
+impl JwksSource {
+    /// Whether `other` fetches the same keys the same way, so a reload can
+    /// keep the set already fetched. (The roots come from `server.ca_file`,
+    /// which a reload does not change.)
+    pub fn same_as(&self, other: &JwksSource) -> bool {
+        self.url == other.url && self.algorithms == other.algorithms && self.fetch == other.fetch
+    }
 }
 
 /// How a JWKS URL is kept fresh.
@@ -63,30 +74,34 @@ impl RemoteJwks {
         }
     }
 
+    pub fn settings(&self) -> &JwksSource {
+        &self.settings
+    }
+
     pub fn keys(&self) -> arc_swap::Guard<Arc<Vec<VerifyingKey>>> {
         self.keys.load()
     }
 
     /// Fetches now unless a fetch started less than `refetch_cooldown` ago;
-    /// a caller that finds a fetch in flight waits for it. Returns whether
-    /// this call fetched successfully.
-    pub async fn refetch(&self) -> bool {
+    /// a caller that finds a fetch in flight waits for it.
+    pub async fn refetch(&self) {
         let mut last = self.last_fetch.lock().await;
         if last.is_some_and(|t| t.elapsed() < self.settings.fetch.refetch_cooldown) {
-            return false;
+            return;
         }
         *last = Some(Instant::now());
-        self.fetch_and_swap().await
+        let _ = self.fetch_and_swap().await;
     }
 
-    /// A scheduled fetch: the cooldown does not apply.
-    async fn refresh(&self) -> bool {
+    /// A scheduled fetch, or the first one: the cooldown does not apply.
+    /// `Err` says why it failed; the last good set is kept.
+    pub async fn refresh(&self) -> Result<(), String> {
         let mut last = self.last_fetch.lock().await;
         *last = Some(Instant::now());
         self.fetch_and_swap().await
     }
 
-    async fn fetch_and_swap(&self) -> bool {
+    async fn fetch_and_swap(&self) -> Result<(), String> {
         match self.fetch().await {
             Ok((keys, skipped)) => {
                 for reason in skipped {
@@ -94,7 +109,7 @@ impl RemoteJwks {
                 }
                 info!("JWKS {}: {} key(s) loaded", self.settings.url, keys.len());
                 self.keys.store(Arc::new(keys));
-                true
+                Ok(())
             }
             Err(e) => {
                 let kept = self.keys.load().len();
@@ -102,7 +117,7 @@ impl RemoteJwks {
                     "JWKS {}: fetch failed: {e}; keeping the last {kept} key(s), retrying in {:?}",
                     self.settings.url, self.settings.fetch.refetch_cooldown
                 );
-                false
+                Err(e)
             }
         }
     }
@@ -143,16 +158,6 @@ impl RemoteJwks {
         }
         Ok((keys, skipped))
     }
-
-    /// The first fetch, before the gateway listens.
-    pub async fn initial_fetch(&self) {
-        if !self.refresh().await {
-            warn!(
-                "JWKS {}: unreachable at startup; starting anyway, tokens for its keys are refused until a fetch succeeds",
-                self.settings.url
-            );
-        }
-    }
 }
 
 /// Refreshes `source` on its interval, and retries while it fails on its
@@ -166,7 +171,8 @@ pub async fn keep_fresh(source: Weak<RemoteJwks>) {
         let Some(source) = source.upgrade() else {
             return;
         };
-        source.refresh().await;
+        // A failure is logged, and retried on the cooldown.
+        let _ = source.refresh().await;
     }
 }
 

@@ -8,6 +8,8 @@
 //! `alg: none` (which jsonwebtoken does not even parse) has no key at all.
 //! Keys are parsed here once, at startup or when a JWKS is fetched.
 
+use std::hash::{Hash, Hasher};
+
 use jsonwebtoken::jwk::{JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, DecodingKeyKind};
 
@@ -72,6 +74,16 @@ impl VerifyingKey {
             algorithms,
             key,
         })
+    }
+
+    /// Feeds what identifies this key (its kid, algorithms and material) to
+    /// `h`; never printed, only compared.
+    pub fn hash_into(&self, h: &mut impl Hasher) {
+        (&self.kid, &self.algorithms).hash(h);
+        match self.key.kind() {
+            DecodingKeyKind::SecretOrDer(bytes) => bytes.hash(h),
+            DecodingKeyKind::RsaModulusExponent { n, e } => (n, e).hash(h),
+        }
     }
 
     /// Whether this key may verify a token with this header.

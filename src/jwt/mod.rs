@@ -13,6 +13,7 @@ pub mod cache;
 pub mod jwks;
 pub mod keys;
 
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,6 +43,28 @@ pub struct Settings {
     /// Verified tokens remembered; 0: none.
     pub cache_size: usize,
     pub cache_ttl: Duration,
+}
+
+impl Settings {
+    /// Identifies the key material and the claim checks: a reload that
+    /// changes none of them may keep the tokens already verified.
+    fn fingerprint(&self) -> u64 {
+        let mut h = DefaultHasher::new();
+        for key in &self.keys {
+            key.hash_into(&mut h);
+        }
+        for source in &self.jwks_urls {
+            (&source.url, &source.algorithms).hash(&mut h);
+        }
+        (
+            &self.issuers,
+            &self.audiences,
+            self.leeway,
+            self.require_exp,
+        )
+            .hash(&mut h);
+        h.finish()
+    }
 }
 
 /// Why a token was refused. The reason goes to the client, so it names the
@@ -98,14 +121,25 @@ pub struct Verifier {
     /// `Validation` allows belongs to the key's family.
     validations: [(AlgorithmFamily, Validation); 4],
     leeway: u64,
-    cache: Option<TokenCache>,
+    cache: Option<Arc<TokenCache>>,
+    /// What the cache was filled under: fingerprint, size and lifetime.
+    cache_basis: (u64, usize, Duration),
 }
 
 impl Verifier {
-    pub fn new(settings: Settings) -> Self {
+    /// A verifier for `settings`, keeping what `previous` (the one a reload
+    /// replaces) has that still applies: the JWKS already fetched from an
+    /// unchanged URL, and the verified tokens if keys and checks are the
+    /// same.
+    pub fn new(settings: Settings, previous: Option<&Verifier>) -> Self {
         // Each key is pinned to its own algorithms before decode is called,
         // so here its whole family may pass.
         let validation = |family| (family, claim_checks(family, &settings));
+        let cache_basis = (
+            settings.fingerprint(),
+            settings.cache_size,
+            settings.cache_ttl,
+        );
         Verifier {
             validations: [
                 validation(AlgorithmFamily::Hmac),
@@ -116,10 +150,21 @@ impl Verifier {
             remote: settings
                 .jwks_urls
                 .iter()
-                .map(|s| Arc::new(RemoteJwks::new(s.clone())))
+                .map(|source| {
+                    let kept = previous
+                        .iter()
+                        .flat_map(|p| &p.remote)
+                        .find(|r| r.settings().same_as(source));
+                    kept.cloned()
+                        .unwrap_or_else(|| Arc::new(RemoteJwks::new(source.clone())))
+                })
                 .collect(),
             leeway: settings.leeway.as_secs(),
-            cache: TokenCache::new(settings.cache_size, settings.cache_ttl),
+            cache: match previous {
+                Some(p) if p.cache_basis == cache_basis => p.cache.clone(),
+                _ => TokenCache::new(settings.cache_size, settings.cache_ttl).map(Arc::new),
+            },
+            cache_basis,
             keys: settings.keys,
         }
     }

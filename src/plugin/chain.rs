@@ -19,7 +19,7 @@ use super::rate_limit::redis::{self, RedisStore};
 use super::rate_limit::{RateLimit, Store};
 use super::Chain;
 use crate::background::Task;
-use crate::jwt::jwks;
+use crate::jwt::jwks::{self, RemoteJwks};
 use crate::metrics::Metrics;
 use crate::yaml::Invalid;
 
@@ -54,56 +54,86 @@ pub struct SharedSettings {
     pub rate_limits: Backends,
 }
 
-/// What the plugins of every route share, built once from
-/// `SharedSettings`: the verifier, the budget stores.
+/// What the plugins of every route share, built from `SharedSettings`:
+/// the verifier, the budget stores.
 pub struct Shared {
     jwt: Option<Arc<JwtShared>>,
-    local_limits: Store,
-    redis_limits: Option<Store>,
+    local_limits: Arc<LocalStore>,
+    redis_limits: Option<Arc<RedisStore>>,
     metrics: Option<Arc<Metrics>>,
 }
 
+/// What a new `Shared` does not take over from the one it replaces: to be
+/// fetched before it serves, and the background work it needs once it does.
+pub struct Fresh {
+    pub jwks: Vec<Arc<RemoteJwks>>,
+    pub tasks: Vec<Task>,
+}
+
 impl Shared {
-    /// Also returns the tasks that keep the shared parts fresh, to be run
-    /// once the server's runtimes are up.
+    /// Keeps from `previous` (what a reload replaces) the parts whose
+    /// settings did not change: the local budgets (resized), a Redis store
+    /// and its connection, fetched JWKS and verified tokens.
     pub fn new(
         settings: SharedSettings,
         metrics: Option<Arc<Metrics>>,
-    ) -> Result<(Self, Vec<Task>), Invalid> {
-        let mut tasks: Vec<Task> = Vec::new();
-        let jwt = settings
-            .jwt
-            .map(|jwt| Arc::new(JwtShared::new(jwt, metrics.as_deref())));
+        previous: Option<&Shared>,
+    ) -> Result<(Self, Fresh), Invalid> {
+        let mut fresh = Fresh {
+            jwks: Vec::new(),
+            tasks: Vec::new(),
+        };
+        let jwt = settings.jwt.map(|jwt| {
+            let before = previous.and_then(|p| p.jwt.as_deref());
+            Arc::new(JwtShared::new(jwt, metrics.as_deref(), before))
+        });
+        let known = |source: &Arc<RemoteJwks>| {
+            previous.and_then(|p| p.jwt.as_deref()).is_some_and(|j| {
+                j.verifier
+                    .remote_sources()
+                    .iter()
+                    .any(|r| Arc::ptr_eq(r, source))
+            })
+        };
         for source in jwt.iter().flat_map(|j| j.verifier.remote_sources()) {
-            tasks.push(Box::pin(jwks::keep_fresh(Arc::downgrade(source))));
-        }
-        let redis_limits = match settings.rate_limits.redis {
-            Some(redis) => {
-                let store = RedisStore::new(redis)
-                    .map_err(|e| Invalid::at("rate_limit_backends.redis.url", e))?;
-                let store = Arc::new(store);
-                tasks.push(Box::pin(redis::keep_connected(Arc::downgrade(&store))));
-                Some(Store::Redis(store))
+            if !known(source) {
+                fresh
+                    .tasks
+                    .push(Box::pin(jwks::keep_fresh(Arc::downgrade(source))));
+                fresh.jwks.push(source.clone());
             }
+        }
+
+        let redis_limits = match settings.rate_limits.redis {
+            Some(redis) => match previous.and_then(|p| p.redis_limits.clone()) {
+                Some(store) if *store.settings() == redis => Some(store),
+                _ => {
+                    let store = RedisStore::new(redis)
+                        .map_err(|e| Invalid::at("rate_limit_backends.redis.url", e))?;
+                    let store = Arc::new(store);
+                    fresh
+                        .tasks
+                        .push(Box::pin(redis::keep_connected(Arc::downgrade(&store))));
+                    Some(store)
+                }
+            },
             None => None,
+        };
+        let max_keys = settings.rate_limits.local_max_keys;
+        let local_limits = match previous {
+            Some(p) => {
+                p.local_limits.resize(max_keys);
+                p.local_limits.clone()
+            }
+            None => Arc::new(LocalStore::new(max_keys)),
         };
         let shared = Shared {
             jwt,
-            local_limits: Store::Local(Arc::new(LocalStore::new(
-                settings.rate_limits.local_max_keys,
-            ))),
+            local_limits,
             redis_limits,
             metrics,
         };
-        Ok((shared, tasks))
-    }
-
-    /// Fetches every JWKS URL once, so that tokens verify from the first
-    /// request (a failed fetch is logged; its refresh task retries).
-    pub async fn prepare(&self) {
-        for source in self.jwt.iter().flat_map(|j| j.verifier.remote_sources()) {
-            source.initial_fetch().await;
-        }
+        Ok((shared, fresh))
     }
 
     /// The chain for one route (or for requests that match no route).
@@ -118,11 +148,12 @@ impl Shared {
                     PluginConfig::Cors(policy) => Box::new(Cors::new(policy.clone())),
                     PluginConfig::RateLimit(policy) => {
                         let store = match policy.backend {
-                            BackendKind::Local => self.local_limits.clone(),
-                            BackendKind::Redis => self
-                                .redis_limits
-                                .clone()
-                                .expect("config validation demands a redis backend"),
+                            BackendKind::Local => Store::Local(self.local_limits.clone()),
+                            BackendKind::Redis => Store::Redis(
+                                self.redis_limits
+                                    .clone()
+                                    .expect("config validation demands a redis backend"),
+                            ),
                         };
                         Box::new(RateLimit::new(policy.clone(), store, metrics))
                     }

@@ -34,6 +34,8 @@ pub fn big_byte(i: usize) -> u8 {
 
 struct UpstreamState {
     name: String,
+    /// TCP connections accepted.
+    connections: AtomicUsize,
     hits: AtomicUsize,
     /// Echo requests whose whole body arrived.
     completed: AtomicUsize,
@@ -55,6 +57,7 @@ impl Upstream {
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(UpstreamState {
             name: name.to_string(),
+            connections: AtomicUsize::new(0),
             hits: AtomicUsize::new(0),
             completed: AtomicUsize::new(0),
             healthy: AtomicBool::new(true),
@@ -68,6 +71,7 @@ impl Upstream {
                     _ = stopped.changed() => return,
                 };
                 let state = accept_state.clone();
+                state.connections.fetch_add(1, Ordering::SeqCst);
                 let mut conn_stopped = stopped.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| handle(state.clone(), req));
@@ -93,6 +97,12 @@ impl Upstream {
 
     pub fn hits(&self) -> usize {
         self.state.hits.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections accepted so far: pooled keep-alive connections are
+    /// counted once.
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::SeqCst)
     }
 
     /// Requests whose body arrived complete (a streamed body cut off
@@ -277,6 +287,8 @@ pub struct Gateway {
     child: Child,
     port: u16,
     dir: tempfile::TempDir,
+    /// The `server:` section `start` wrote, kept for `rewrite`.
+    server: String,
 }
 
 impl Gateway {
@@ -292,22 +304,57 @@ impl Gateway {
     pub async fn start_with_server_keys(server_keys: &str, yaml: &str) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let conf = dir.path().join("gateway.yaml");
         let d = dir.path().display();
         let server = format!("server:\n  threads: 2\n  pid_file: {d}/gw.pid\n  upgrade_sock: {d}/gw.sock\n{server_keys}");
-        let body = yaml
-            .replace("{port}", &port.to_string())
-            .replace("{dir}", &d.to_string());
-        std::fs::write(&conf, server + &body).unwrap();
+        let conf = dir.path().join("gateway.yaml");
+        std::fs::write(&conf, fill(&server, yaml, port, dir.path())).unwrap();
         let args = ["-c".to_string(), conf.display().to_string()];
-        Gateway::spawn(dir, port, &args, &[], None).await
+        Gateway::spawn(dir, port, &args, &[], None, server).await
+    }
+
+    /// The config file `start` wrote.
+    pub fn conf(&self) -> PathBuf {
+        self.dir.path().join("gateway.yaml")
+    }
+
+    /// Replaces the config file as `start` writes it (same `server:`
+    /// section, `{port}` and `{dir}` filled in); the gateway reads it on its
+    /// next reload.
+    pub fn rewrite(&self, yaml: &str) {
+        let text = fill(&self.server, yaml, self.port, self.dir.path());
+        std::fs::write(self.conf(), text).unwrap();
+    }
+
+    /// `api-gateway -s reload -c <the config>`, run to completion.
+    pub fn reload(&self) -> std::process::Output {
+        run_binary(&["-s", "reload", "-c", self.conf().to_str().unwrap()])
+    }
+
+    /// Sends `signal` (`HUP`, `USR1`, ...) to the gateway process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
     }
 
     /// Starts the binary with explicit arguments, environment and working
     /// directory (the shipped config, a `.env` file), listening on `port`.
     pub async fn start_with(args: &[&str], env: &[(&str, &str)], cwd: &Path, port: u16) -> Gateway {
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        Gateway::spawn(tempfile::tempdir().unwrap(), port, &args, env, Some(cwd)).await
+        let dir = tempfile::tempdir().unwrap();
+        Gateway::spawn(dir, port, &args, env, Some(cwd), String::new()).await
     }
 
     async fn spawn(
@@ -316,6 +363,7 @@ impl Gateway {
         args: &[String],
         env: &[(&str, &str)],
         cwd: Option<&Path>,
+        server: String,
     ) -> Gateway {
         let mut command = Command::new(binary());
         command
@@ -337,7 +385,12 @@ impl Gateway {
         }
         command.envs(env.iter().copied());
         let child = command.spawn().unwrap();
-        let mut gateway = Gateway { child, port, dir };
+        let mut gateway = Gateway {
+            child,
+            port,
+            dir,
+            server,
+        };
         gateway.wait_ready().await;
         gateway
     }
@@ -408,6 +461,78 @@ impl Drop for Gateway {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The value of the sample of metric `name` in the Prometheus text `text`
+/// whose labels include all of `labels`.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .find(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The Prometheus text the admin listener on `port` serves.
+pub async fn scrape(port: u16) -> String {
+    client()
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// A self-signed certificate for 127.0.0.1 (not a CA: webpki refuses a CA
+/// certificate as a server's own).
+pub fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
+pub fn trusting(cert: &Path) -> reqwest::ClientBuilder {
+    let pem = std::fs::read(cert).unwrap();
+    reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .timeout(Duration::from_secs(15))
+}
+
+/// A test's config as the gateway gets it: the `server:` section, then
+/// `yaml` with `{port}` and `{dir}` filled in.
+fn fill(server: &str, yaml: &str, port: u16, dir: &Path) -> String {
+    let body = yaml
+        .replace("{port}", &port.to_string())
+        .replace("{dir}", &dir.display().to_string());
+    format!("{server}{body}")
 }
 
 /// Runs the binary to completion, e.g. `-t -c file`.

@@ -227,7 +227,7 @@ impl JwtSettings {
         let mut jwks_urls = Vec::new();
         for (i, key) in raw.keys.into_iter().enumerate() {
             let at = format!("keys[{i}]");
-            match KeySource::from_raw(key, ca_roots).map_err(|e| e.under(&at))? {
+            match KeySource::from_raw(key, &at, ca_roots).map_err(|e| e.under(&at))? {
                 KeySource::Keys(mut parsed) => keys.append(&mut parsed),
                 KeySource::Url(url) => jwks_urls.push(url),
                 KeySource::EmptySecret => warnings.push(format!(
@@ -309,7 +309,12 @@ enum KeySource {
 }
 
 impl KeySource {
-    fn from_raw(key: RawJwtKey, ca_roots: &[reqwest::Certificate]) -> Result<Self, Invalid> {
+    /// `at` is where the key sits in the `jwt:` section (`keys[2]`).
+    fn from_raw(
+        key: RawJwtKey,
+        at: &str,
+        ca_roots: &[reqwest::Certificate],
+    ) -> Result<Self, Invalid> {
         let given = [
             key.secret.is_some(),
             key.public_key_file.is_some(),
@@ -399,6 +404,7 @@ impl KeySource {
             }
         }
         Ok(KeySource::Url(JwksSource {
+            key: format!("jwt.{at}.jwks_url"),
             url,
             algorithms,
             fetch: JwksFetch {

@@ -47,9 +47,15 @@ pub struct JwtShared {
 }
 
 impl JwtShared {
-    pub fn new(settings: JwtSettings, metrics: Option<&Metrics>) -> Self {
+    /// `previous` is the one a reload replaces, whose fetched keys and
+    /// verified tokens the new verifier may keep.
+    pub fn new(
+        settings: JwtSettings,
+        metrics: Option<&Metrics>,
+        previous: Option<&JwtShared>,
+    ) -> Self {
         JwtShared {
-            verifier: Verifier::new(settings.verifier),
+            verifier: Verifier::new(settings.verifier, previous.map(|p| &p.verifier)),
             cookie: settings.cookie,
             forward_authorization: settings.forward_authorization,
             claim_headers: settings.claim_headers,

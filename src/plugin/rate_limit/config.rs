@@ -124,9 +124,10 @@ pub struct RateLimitPolicy {
     pub burst: u64,
     pub key: KeySource,
     pub backend: BackendKind,
-    /// Budgets are kept per scope: `global` for the global policy (one
-    /// budget per client across the routes that use it), the route for a
-    /// route's own policy.
+    /// Budgets are kept per scope: where the policy applies (`global`, one
+    /// budget per client across the routes that use it, or the route) and
+    /// what it allows (`route:/users@5/1s/5/ip`). So a reload that keeps a
+    /// policy keeps its budgets, and one that changes it starts afresh.
     pub scope: String,
 }
 
@@ -187,11 +188,11 @@ impl TryFrom<RawBackends> for Backends {
 }
 
 impl RateLimitPolicy {
-    /// A section with `enabled: true` (the caller leaves out the others),
-    /// keeping its budgets in `scope`.
+    /// A section with `enabled: true` (the caller leaves out the others)
+    /// for the place `applies_to` (`global`, `route:/users`).
     pub fn from_raw(
         raw: RawRateLimit,
-        scope: String,
+        applies_to: &str,
         backends: &Backends,
     ) -> Result<Self, Invalid> {
         let requests = match raw.requests {
@@ -233,13 +234,19 @@ impl RateLimitPolicy {
                 "redis needs rate_limit_backends.redis.url (e.g. \"${REDIS_URL}\")",
             ));
         }
+        let key_text = match &key {
+            KeySource::Ip => "ip".to_string(),
+            KeySource::Claim(name) => format!("claim:{name}"),
+            KeySource::Header(name) => format!("header:{name}"),
+        };
+        let per = humantime::format_duration(raw.per);
         Ok(RateLimitPolicy {
+            scope: format!("{applies_to}@{requests}/{per}/{burst}/{key_text}"),
             requests,
             per: raw.per,
             burst,
             key,
             backend: raw.backend,
-            scope,
         })
     }
 
@@ -267,7 +274,7 @@ mod tests {
         };
         assert_eq!((own.requests, own.burst), (5, 5));
         assert_eq!(own.per, Duration::from_secs(1));
-        assert_eq!(own.scope, "route:/users");
+        assert_eq!(own.scope, "route:/users@5/1s/5/header:x-api-key");
         assert_eq!(
             own.key,
             KeySource::Header(HeaderName::from_static("x-api-key"))
@@ -275,7 +282,10 @@ mod tests {
         let Some(PluginConfig::RateLimit(global)) = c.routing.unmatched_plugins.last() else {
             panic!("no default rate limit");
         };
-        assert_eq!((global.requests, global.scope.as_str()), (100, "global"));
+        assert_eq!(
+            (global.requests, global.scope.as_str()),
+            (100, "global@100/1m/100/ip")
+        );
         assert!(
             c.routing.plugins.rate_limits.redis.is_none(),
             "no policy uses redis"

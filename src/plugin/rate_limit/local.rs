@@ -24,6 +24,11 @@ impl LocalStore {
         }
     }
 
+    /// A reload with another `max_keys` keeps the budgets that still fit.
+    pub fn resize(&self, max_keys: usize) {
+        self.budgets.resize(max_keys);
+    }
+
     pub fn decide(&self, key: &str, gcra: &Gcra) -> Decision {
         let now = self.origin.elapsed().as_nanos() as u64;
         self.budgets.with_shard(key, |shard| {

@@ -67,6 +67,10 @@ impl RedisStore {
         })
     }
 
+    pub fn settings(&self) -> &RedisSettings {
+        &self.settings
+    }
+
     pub fn on_failure(&self) -> FailureMode {
         self.settings.on_failure
     }
