@@ -192,14 +192,23 @@ fn listen(
     Ok(certs)
 }
 
-/// Copies each instance's health into its gauge once a second.
+/// Copies each instance's health into its gauge once a second; after a
+/// reload, instances that are gone lose their gauge.
 async fn health_gauges(metrics: Arc<Metrics>, state: Weak<ArcSwap<State>>) {
+    // A weak pointer keeps its allocation, so no later state can take its
+    // address and pass for it.
+    let mut last: Weak<State> = Weak::new();
     loop {
         let Some(state) = state.upgrade() else { return };
-        for upstream in state.load().upstreams() {
+        let current = state.load_full();
+        if !Weak::ptr_eq(&last, &Arc::downgrade(&current)) {
+            metrics.forget_health();
+            last = Arc::downgrade(&current);
+        }
+        for upstream in current.upstreams() {
             metrics.record_health(&upstream.name, &upstream.health());
         }
-        drop(state);
+        drop((current, state));
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }

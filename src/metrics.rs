@@ -101,6 +101,11 @@ impl Metrics {
         })
     }
 
+    /// Drops every health gauge, before they are set for a new state.
+    pub fn forget_health(&self) {
+        self.instance_healthy.reset();
+    }
+
     /// The config with this SHA-256 serves from now on; `reloaded` when a
     /// reload (not startup) loaded it.
     pub fn config_loaded(&self, sha256: &str, reloaded: bool) {
