@@ -1,6 +1,6 @@
 //! What the gateway's own per-request work costs, piece by piece: path
 //! normalization, the route lookup, the CORS response hook, the rate-limit
-//! decision and one access-log line. (Token verification has its own
+//! decision, one access-log line, and choosing an upstream instance. (Token verification has its own
 //! benchmark, `benches/jwt.rs`.)
 //!
 //! The pieces are built from a config document through `config::load`, as
@@ -26,6 +26,7 @@ use api_gateway::plugin::rate_limit::local::LocalStore;
 use api_gateway::plugin::rate_limit::{Gcra, RateLimit, Store};
 use api_gateway::plugin::Plugin;
 use api_gateway::routing::{Entry, Route, RouteTable};
+use api_gateway::upstream::Upstream;
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion};
 use futures_util::FutureExt;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -245,5 +246,51 @@ fn access_log(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, routing, cors, rate_limit, access_log);
+/// One try's choice and bookkeeping: pick an instance of three (skipping
+/// none tried yet), count it in flight, record its success, let it go.
+fn balancing(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("balancing");
+    for (name, extra) in [
+        ("round_robin", ""),
+        ("least_request", "\n    load_balancing: least_request"),
+        (
+            "consistent_hash",
+            "\n    load_balancing: consistent_hash\n    hash_on: {by: header, name: X-Cart}",
+        ),
+        (
+            "round_robin, outlier detection",
+            "\n    outlier_detection: {consecutive_failures: 5}",
+        ),
+    ] {
+        let text = format!(
+            "listeners: [{{address: '127.0.0.1:3000'}}]
+upstreams:
+  svc:
+    instances: ['http://127.0.0.1:3001', 'http://127.0.0.1:3002', 'http://127.0.0.1:3003']{extra}
+routes: [{{prefix: /svc, upstream: svc}}]
+"
+        );
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+        let config = config::load(file.path()).unwrap();
+        let (upstream, _tasks) = Upstream::new(&config.routing.upstreams[0], None);
+        runtime.block_on(upstream.prepare(false)).unwrap();
+        group.bench_function(format!("select and record, {name}"), |b| {
+            b.iter(|| {
+                let selected = upstream
+                    .select(black_box(Some(b"cart-42".as_slice())), &[], None)
+                    .unwrap();
+                upstream.record(&selected.attempt, Ok(()));
+                selected
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, routing, cors, rate_limit, access_log, balancing);
 criterion_main!(benches);

@@ -36,6 +36,8 @@ pub enum GatewayError {
     PayloadTooLarge,
     /// No instance of the upstream could be reached.
     BadGateway,
+    /// The upstream has `max_in_flight` requests already.
+    Overloaded,
     /// The upstream took longer than its read or write timeout.
     GatewayTimeout,
     Internal,
@@ -51,6 +53,7 @@ impl GatewayError {
             GatewayError::NotFound => 404,
             GatewayError::PayloadTooLarge => 413,
             GatewayError::BadGateway => 502,
+            GatewayError::Overloaded => 503,
             GatewayError::GatewayTimeout => 504,
             GatewayError::Internal => 500,
         }
@@ -66,6 +69,7 @@ impl GatewayError {
             GatewayError::NotFound => "Not found",
             GatewayError::PayloadTooLarge => "Request body too large",
             GatewayError::BadGateway => "Upstream unavailable",
+            GatewayError::Overloaded => "Upstream busy",
             GatewayError::GatewayTimeout => "Upstream timed out",
             GatewayError::Internal => "Internal gateway error",
         }
@@ -96,6 +100,7 @@ impl GatewayError {
             GatewayError::TooManyRequests(seconds) => {
                 Some(("retry-after", HeaderValue::from(*seconds)))
             }
+            GatewayError::Overloaded => Some(("retry-after", HeaderValue::from_static("1"))),
             _ => None,
         }
     }

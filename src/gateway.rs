@@ -192,8 +192,9 @@ fn listen(
     Ok(certs)
 }
 
-/// Copies each instance's health into its gauge once a second; after a
-/// reload, instances that are gone lose their gauge.
+/// Copies each upstream's and instance's state (health, ejection, requests
+/// in flight) into its gauges once a second; after a reload, instances that
+/// are gone lose their gauges.
 async fn health_gauges(metrics: Arc<Metrics>, state: Weak<ArcSwap<State>>) {
     // A weak pointer keeps its allocation, so no later state can take its
     // address and pass for it.
@@ -202,11 +203,12 @@ async fn health_gauges(metrics: Arc<Metrics>, state: Weak<ArcSwap<State>>) {
         let Some(state) = state.upgrade() else { return };
         let current = state.load_full();
         if !Weak::ptr_eq(&last, &Arc::downgrade(&current)) {
-            metrics.forget_health();
+            metrics.forget_upstreams();
             last = Arc::downgrade(&current);
         }
         for upstream in current.upstreams() {
-            metrics.record_health(&upstream.name, &upstream.health());
+            let (in_flight, instances) = upstream.report();
+            metrics.record_upstream(&upstream.name, in_flight, &instances);
         }
         drop((current, state));
         tokio::time::sleep(Duration::from_secs(1)).await;

@@ -19,7 +19,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use pingora_prometheus::prometheus::{
     self, register_gauge, register_histogram_vec, register_int_counter_vec, register_int_gauge,
-    register_int_gauge_vec, Gauge, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    register_int_gauge_vec, Gauge, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts,
 };
 
 use crate::context::Finished;
@@ -31,6 +32,15 @@ pub struct Metrics {
     upstream_errors: IntCounterVec,
     refusals: IntCounterVec,
     instance_healthy: IntGaugeVec,
+    instance_ejected: IntGaugeVec,
+    instance_in_flight: IntGaugeVec,
+    upstream_in_flight: IntGaugeVec,
+    upstream_requests: IntCounterVec,
+    upstream_failures: IntCounterVec,
+    ejections: IntCounterVec,
+    retries: IntCounterVec,
+    budget_exhausted: IntCounterVec,
+    overloaded: IntCounterVec,
     reloads: IntCounterVec,
     last_load: Gauge,
     config_info: IntGaugeVec,
@@ -80,6 +90,60 @@ impl Metrics {
                 &["upstream", "instance"]
             )
             .map_err(e)?,
+            instance_ejected: register_int_gauge_vec!(
+                "gateway_upstream_instance_ejected",
+                "1 while outlier detection keeps the instance out",
+                &["upstream", "instance"]
+            )
+            .map_err(e)?,
+            instance_in_flight: register_int_gauge_vec!(
+                "gateway_upstream_instance_in_flight",
+                "Tries in progress on the instance",
+                &["upstream", "instance"]
+            )
+            .map_err(e)?,
+            upstream_in_flight: register_int_gauge_vec!(
+                "gateway_upstream_in_flight",
+                "Requests in progress to the upstream (what max_in_flight limits)",
+                &["upstream"]
+            )
+            .map_err(e)?,
+            upstream_requests: register_int_counter_vec!(
+                "gateway_upstream_requests_total",
+                "Tries sent to an instance, retries included",
+                &["upstream", "instance"]
+            )
+            .map_err(e)?,
+            upstream_failures: register_int_counter_vec!(
+                "gateway_upstream_failures_total",
+                "Failed tries, by instance and kind (connect, reset, timeout, status)",
+                &["upstream", "instance", "kind"]
+            )
+            .map_err(e)?,
+            ejections: register_int_counter_vec!(
+                "gateway_upstream_ejections_total",
+                "Times outlier detection ejected the instance",
+                &["upstream", "instance"]
+            )
+            .map_err(e)?,
+            retries: register_int_counter_vec!(
+                "gateway_upstream_retries_total",
+                "Retries, by what failed (connect, reset, timeout, status)",
+                &["upstream", "reason"]
+            )
+            .map_err(e)?,
+            budget_exhausted: register_int_counter_vec!(
+                "gateway_upstream_retry_budget_exhausted_total",
+                "Retries refused because the upstream's retry budget was spent",
+                &["upstream"]
+            )
+            .map_err(e)?,
+            overloaded: register_int_counter_vec!(
+                "gateway_upstream_overloaded_total",
+                "Requests answered 503 because max_in_flight was reached",
+                &["upstream"]
+            )
+            .map_err(e)?,
             reloads: register_int_counter_vec!(
                 "gateway_config_reloads_total",
                 "Config reloads in the running process, by result (ok, error)",
@@ -101,9 +165,12 @@ impl Metrics {
         })
     }
 
-    /// Drops every health gauge, before they are set for a new state.
-    pub fn forget_health(&self) {
+    /// Drops every upstream gauge, before they are set for a new state.
+    pub fn forget_upstreams(&self) {
         self.instance_healthy.reset();
+        self.instance_ejected.reset();
+        self.instance_in_flight.reset();
+        self.upstream_in_flight.reset();
     }
 
     /// The config with this SHA-256 serves from now on; `reloaded` when a
@@ -180,14 +247,106 @@ impl Metrics {
         }
     }
 
-    /// Copies the health of each instance of `upstream` into its gauge.
-    pub fn record_health(&self, upstream: &str, instances: &[(SocketAddr, bool)]) {
-        for (addr, healthy) in instances {
-            self.instance_healthy
-                .with_label_values(&[upstream, &addr.to_string()])
-                .set(i64::from(*healthy));
+    /// The counters of one upstream, resolved once.
+    pub fn upstream(&self, upstream: &str) -> UpstreamMetrics {
+        let retried = |reason| self.retries.with_label_values(&[upstream, reason]);
+        UpstreamMetrics {
+            retries: FAILURE_KINDS.map(retried),
+            budget_exhausted: self.budget_exhausted.with_label_values(&[upstream]),
+            overloaded: self.overloaded.with_label_values(&[upstream]),
         }
     }
+
+    /// The counters of one instance, resolved once.
+    pub fn instance(&self, upstream: &str, addr: SocketAddr) -> InstanceMetrics {
+        let instance = addr.to_string();
+        let failed = |kind| {
+            self.upstream_failures
+                .with_label_values(&[upstream, &instance, kind])
+        };
+        InstanceMetrics {
+            requests: self
+                .upstream_requests
+                .with_label_values(&[upstream, &instance]),
+            failures: FAILURE_KINDS.map(failed),
+            ejections: self.ejections.with_label_values(&[upstream, &instance]),
+        }
+    }
+
+    /// Copies an upstream's state into its gauges; once a second.
+    pub fn record_upstream(&self, upstream: &str, in_flight: u32, instances: &[InstanceState]) {
+        self.upstream_in_flight
+            .with_label_values(&[upstream])
+            .set(i64::from(in_flight));
+        for i in instances {
+            let labels = [upstream, &i.addr.to_string()];
+            self.instance_healthy
+                .with_label_values(&labels)
+                .set(i64::from(i.healthy));
+            self.instance_ejected
+                .with_label_values(&labels)
+                .set(i64::from(i.ejected));
+            self.instance_in_flight
+                .with_label_values(&labels)
+                .set(i64::from(i.in_flight));
+        }
+    }
+}
+
+/// The kinds of failed tries, in the order `UpstreamMetrics` and
+/// `InstanceMetrics` keep their counters.
+const FAILURE_KINDS: [&str; 4] = ["connect", "reset", "timeout", "status"];
+
+fn failure_index(kind: &str) -> usize {
+    FAILURE_KINDS.iter().position(|k| *k == kind).unwrap_or(0)
+}
+
+pub struct UpstreamMetrics {
+    retries: [IntCounter; 4],
+    budget_exhausted: IntCounter,
+    overloaded: IntCounter,
+}
+
+impl UpstreamMetrics {
+    pub fn retried(&self, kind: &str) {
+        self.retries[failure_index(kind)].inc();
+    }
+
+    pub fn budget_exhausted(&self) {
+        self.budget_exhausted.inc();
+    }
+
+    pub fn overloaded(&self) {
+        self.overloaded.inc();
+    }
+}
+
+pub struct InstanceMetrics {
+    requests: IntCounter,
+    failures: [IntCounter; 4],
+    ejections: IntCounter,
+}
+
+impl InstanceMetrics {
+    pub fn started(&self) {
+        self.requests.inc();
+    }
+
+    pub fn failure(&self, kind: &str) {
+        self.failures[failure_index(kind)].inc();
+    }
+
+    pub fn ejected(&self) {
+        self.ejections.inc();
+    }
+}
+
+/// One instance as the gauges show it.
+pub struct InstanceState {
+    pub addr: SocketAddr,
+    pub healthy: bool,
+    pub ejected: bool,
+    pub in_flight: u32,
 }
 
 fn method_label(method: &str) -> &str {

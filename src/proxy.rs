@@ -6,10 +6,17 @@
 //!                         `/` and `/healthz`, pick the route, refuse
 //!                         oversized bodies, then the route's plugins, which
 //!                         may answer or refuse
-//! upstream_peer           pick an instance of the route's upstream
-//! fail_to_connect         retry an idempotent request once elsewhere
+//!                         then the upstream's `max_in_flight`
+//! upstream_peer           pick an instance for this try, within the
+//!                         route's deadline and per-try timeout
+//! fail_to_connect,        count the failure against the instance, and
+//! error_while_proxy       retry when the route's policy and the budget allow
 //! upstream_request_filter the URI, Host and X-Forwarded-* headers; plugins
 //!                         add theirs
+//! upstream_response_filter the status against the instance; a status the
+//!                         route retries ends the try before the client
+//!                         sees any of it
+//! upstream_response_body_filter the try's end, for its instance's load
 //! response_filter         the request id and the headers plugins decided
 //!                         on; plugins adjust the rest; `Connection: close`
 //!                         while draining
@@ -19,7 +26,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -37,12 +44,14 @@ use crate::context::{Finished, Refusal, RequestCtx};
 use crate::drain::Draining;
 use crate::error::{Answer, GatewayError};
 use crate::forwarded;
+use crate::headers::text as header_str;
 use crate::host::strip_port;
 use crate::metrics::Metrics;
 use crate::path;
 use crate::plugin::Flow;
+use crate::retry::{self, FailedTry};
 use crate::state::State;
-use crate::upstream::Upstream;
+use crate::upstream::{self, Admitted, Failure, InFlight};
 
 // Statics rather than `&str`s: a lookup by `HeaderName` skips parsing the
 // name on every request, and `as_str()` of a static is the `&'static str`
@@ -70,10 +79,46 @@ pub struct ProxyCtx {
     route: Option<usize>,
     /// What it has learned, for the plugins, the log and the metrics.
     req: RequestCtx,
-    /// The instance of the latest attempt, whose `Host` the upstream gets.
+    /// Counted against the upstream's `max_in_flight`, while it lasts.
+    admitted: Option<Admitted>,
+    /// The try in progress, counted in its instance's load.
+    attempt: Option<InFlight>,
+    /// The instance of the latest try, whose `Host` the upstream gets.
     instance: Option<Arc<InstanceUrl>>,
-    /// The instance that refused the last connect, for the retry to avoid.
-    failed_addr: Option<SocketAddr>,
+    /// Instances tried already, for a retry to go elsewhere.
+    tried: Vec<SocketAddr>,
+    /// The route's `timeout`, from the start of the request.
+    deadline: Option<Instant>,
+}
+
+impl ProxyCtx {
+    /// Whether the failed try goes again: the route's policy, then the
+    /// upstream's budget.
+    fn retry(&self, session: &Session, failure: Failure) -> bool {
+        let (Some(route), Some(upstream)) = (self.route, self.state.upstream(self.route)) else {
+            return false;
+        };
+        let failed = FailedTry {
+            failure,
+            method: &session.req_header().method,
+            attempts: self.req.attempts,
+            body_truncated: session.as_ref().retry_buffer_truncated(),
+            response_started: session.response_written().is_some(),
+            deadline_passed: self.deadline.is_some_and(|d| Instant::now() >= d),
+        };
+        let policy = &self.state.routes.get(route).route.retry;
+        // A failed connect sent nothing and cost the upstream nothing, so
+        // only retries of requests it received spend the budget.
+        retry::wanted(policy, &failed)
+            && (failure == Failure::Connect || upstream.try_retry(failure))
+    }
+
+    /// Counts the outcome of the try in progress against its instance.
+    fn record(&self, outcome: Result<(), Failure>) {
+        if let (Some(attempt), Some(upstream)) = (&self.attempt, self.state.upstream(self.route)) {
+            upstream.record(attempt, outcome);
+        }
+    }
 }
 
 impl Proxy {
@@ -257,10 +302,6 @@ fn finish_response(
     Ok(())
 }
 
-fn header_str<'a>(req: &'a RequestHeader, name: &HeaderName) -> Option<&'a str> {
-    req.headers.get(name).and_then(|v| v.to_str().ok())
-}
-
 fn client_peer(session: &Session) -> Option<IpAddr> {
     session
         .client_addr()
@@ -281,8 +322,11 @@ impl ProxyHttp for Proxy {
             state: self.state.load_full(),
             route: None,
             req: RequestCtx::default(),
+            admitted: None,
+            attempt: None,
             instance: None,
-            failed_addr: None,
+            tried: Vec::new(),
+            deadline: None,
         }
     }
 
@@ -321,33 +365,60 @@ impl ProxyHttp for Proxy {
             self.answer(session, ctx, answer).await?;
             return Ok(true);
         }
-        if ctx.route.is_none() {
+        let Some(route) = ctx.route else {
             self.answer(session, ctx, Answer::Error(GatewayError::NotFound))
                 .await?;
             return Ok(true);
+        };
+        let entry = ctx.state.routes.get(route);
+        ctx.deadline = entry.route.timeout.map(|t| ctx.req.started + t);
+        match entry.target.upstream.admit() {
+            Some(admitted) => ctx.admitted = Some(admitted),
+            None => {
+                self.answer(session, ctx, Answer::Error(GatewayError::Overloaded))
+                    .await?;
+                return Ok(true);
+            }
         }
         Ok(false)
     }
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut ProxyCtx,
     ) -> Result<Box<HttpPeer>> {
-        let upstream = ctx
-            .state
-            .upstream(ctx.route)
-            .ok_or_else(|| Error::new(ErrorType::InternalError))?;
+        let (Some(route), Some(upstream)) = (ctx.route, ctx.state.upstream(ctx.route)) else {
+            return Error::e_explain(ErrorType::InternalError, "proxying without a route");
+        };
+        // What is left of the route's deadline caps this try's timeouts.
+        let left = ctx
+            .deadline
+            .map(|d| d.saturating_duration_since(Instant::now()));
+        if left.is_some_and(|l| l.is_zero()) {
+            return Error::e_explain(ErrorType::HTTPStatus(504), "the route's timeout passed");
+        }
+        let per_try = ctx.state.routes.get(route).route.retry.per_try_timeout;
+        let limit = match (left, per_try) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let key = upstream::request_key(&upstream.settings.balance, session.req_header(), &ctx.req);
+        let selected = upstream
+            .select(key.as_deref(), &ctx.tried, limit)
+            .ok_or_else(|| {
+                Error::explain(
+                    ErrorType::ConnectNoRoute,
+                    format!("upstream {} has no instance", upstream.name),
+                )
+                .into_up()
+            })?;
+        drop(key);
         ctx.req.attempts += 1;
-        let selected = upstream.select(ctx.failed_addr).ok_or_else(|| {
-            Error::explain(
-                ErrorType::ConnectNoRoute,
-                format!("upstream {} has no instance", upstream.name),
-            )
-            .into_up()
-        })?;
+        ctx.tried.push(selected.addr);
         ctx.req.upstream_addr = Some(selected.addr);
-        ctx.instance = Some(selected.instance);
+        ctx.instance = Some(selected.url);
+        ctx.attempt = Some(selected.attempt);
         Ok(selected.peer)
     }
 
@@ -358,15 +429,40 @@ impl ProxyHttp for Proxy {
         ctx: &mut ProxyCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        ctx.failed_addr = ctx.req.upstream_addr;
         ctx.req.connect_failures += 1;
-        let another_try = ctx.req.attempts < 2
-            && session.req_header().method.is_idempotent()
-            && ctx
-                .state
-                .upstream(ctx.route)
-                .is_some_and(Upstream::has_alternatives);
-        e.set_retry(another_try);
+        ctx.record(Err(Failure::Connect));
+        e.set_retry(ctx.retry(session, Failure::Connect));
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut ProxyCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        // Ended by `upstream_response_filter`, which already decided.
+        if retry::is_status_retry(&e) {
+            return e;
+        }
+        let retry = match retry::failure_of(&e) {
+            // A pooled connection the upstream had closed meanwhile: nothing
+            // wrong with the instance, and an idempotent request goes again
+            // at once, as Pingora does by default.
+            Some(Failure::Reset) if client_reused && session.response_written().is_none() => {
+                session.req_header().method.is_idempotent()
+                    && !session.as_ref().retry_buffer_truncated()
+            }
+            Some(failure) => {
+                ctx.record(Err(failure));
+                ctx.retry(session, failure)
+            }
+            None => false,
+        };
+        e.set_retry(retry);
         e
     }
 
@@ -445,6 +541,43 @@ impl ProxyHttp for Proxy {
             );
         }
         Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut ProxyCtx,
+    ) -> Result<()> {
+        let status = upstream_response.status.as_u16();
+        let Some(upstream) = ctx.state.upstream(ctx.route).filter(|_| status >= 200) else {
+            return Ok(());
+        };
+        let failed = upstream.is_failure_status(status);
+        ctx.record(if failed {
+            Err(Failure::Status(status))
+        } else {
+            Ok(())
+        });
+        if status >= 500 && ctx.retry(session, Failure::Status(status)) {
+            return Err(retry::retry_status(status));
+        }
+        Ok(())
+    }
+
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut ProxyCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        // The try is over once the upstream's response is: its instance's
+        // load drops now, not once the client has it and the log is written.
+        if end_of_stream {
+            ctx.attempt = None;
+        }
+        Ok(None)
     }
 
     async fn response_filter(

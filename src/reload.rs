@@ -282,6 +282,9 @@ routes: [{{prefix: /users, upstream: users}}]
         let changes = fixed.changes(&config("127.0.0.1:4000", 4));
         assert_eq!(changes.len(), 2, "{changes:?}");
         assert_eq!(changes[0], "server.threads changed from 2 to 4");
-        assert!(changes[1].starts_with("listeners changed from 127.0.0.1:3000"), "{changes:?}");
+        assert!(
+            changes[1].starts_with("listeners changed from 127.0.0.1:3000"),
+            "{changes:?}"
+        );
     }
 }

@@ -10,7 +10,9 @@
 
 use http::uri::{InvalidUri, Uri};
 
-use crate::config::{Rewrite, RouteSettings};
+use std::time::Duration;
+
+use crate::config::{RetryPolicy, Rewrite, RouteSettings};
 use crate::host::HostPattern;
 use crate::path;
 
@@ -22,6 +24,9 @@ pub struct Route {
     host: Option<HostPattern>,
     rewrite: Rewrite,
     pub preserve_host: bool,
+    pub retry: RetryPolicy,
+    /// How long a request may wait for its response to begin, all tries.
+    pub timeout: Option<Duration>,
 }
 
 impl Route {
@@ -32,6 +37,8 @@ impl Route {
             host: settings.host.clone(),
             rewrite: settings.rewrite.clone(),
             preserve_host: settings.preserve_host,
+            retry: settings.retry.clone(),
+            timeout: settings.timeout,
         }
     }
 
@@ -132,6 +139,8 @@ mod tests {
             upstream,
             rewrite,
             preserve_host: false,
+            retry: Default::default(),
+            timeout: None,
             plugins: Vec::new(),
         };
         Entry {

@@ -60,8 +60,11 @@ impl State {
         metrics: Option<Arc<Metrics>>,
         previous: Option<&State>,
     ) -> Result<(State, Fresh), Invalid> {
-        let (shared, plugins) =
-            Shared::new(settings.plugins, metrics, previous.map(|p| &p.shared))?;
+        let (shared, plugins) = Shared::new(
+            settings.plugins,
+            metrics.clone(),
+            previous.map(|p| &p.shared),
+        )?;
         let mut fresh = Fresh {
             upstreams: Vec::new(),
             plugins,
@@ -77,7 +80,7 @@ impl State {
                 if let Some(kept) = kept {
                     return kept.clone();
                 }
-                let (upstream, refresh) = Upstream::new(settings);
+                let (upstream, refresh) = Upstream::new(settings, metrics.clone());
                 let upstream = Arc::new(upstream);
                 fresh.plugins.tasks.extend(refresh);
                 fresh.upstreams.push(upstream.clone());
@@ -111,8 +114,8 @@ impl State {
     }
 
     /// The upstream of the route at `route`.
-    pub fn upstream(&self, route: Option<usize>) -> Option<&Upstream> {
-        route.map(|i| &*self.routes.get(i).target.upstream)
+    pub fn upstream(&self, route: Option<usize>) -> Option<&Arc<Upstream>> {
+        route.map(|i| &self.routes.get(i).target.upstream)
     }
 
     /// The chain of the route at `route`, or of requests that match none.

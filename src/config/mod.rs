@@ -22,9 +22,12 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 
 pub use listeners::{ListenerSettings, TlsFiles};
-pub use routes::{Rewrite, RouteSettings, UNMATCHED};
+pub use routes::{RetryPolicy, Rewrite, RouteSettings, MAX_ATTEMPTS, UNMATCHED};
 pub use server::ServerSettings;
-pub use upstreams::{HealthCheck, InstanceUrl, Timeouts, UpstreamSettings};
+pub use upstreams::{
+    Balance, HashKey, HealthCheck, InstanceUrl, OutlierSettings, RetryBudget, Timeouts,
+    UpstreamSettings,
+};
 
 use crate::access_log;
 use crate::plugin::chain::{PluginConfig, SharedSettings};
@@ -468,6 +471,50 @@ routes:
             (
                 "upstreams: {}\nroutes: []\n".into(),
                 "missing field `listeners`",
+            ),
+            (
+                BASE.replace(
+                    "['http://127.0.0.1:3001']}",
+                    "['http://127.0.0.1:3001'], load_balancing: consistent_hash}",
+                ),
+                "upstreams.users.hash_on: consistent_hash needs a key",
+            ),
+            (
+                BASE.replace(
+                    "['http://127.0.0.1:3001']}",
+                    "['http://127.0.0.1:3001'], hash_on: {by: ip}}",
+                ),
+                "upstreams.users.hash_on: only goes with load_balancing: consistent_hash",
+            ),
+            (
+                BASE.replace(
+                    "['http://127.0.0.1:3001']",
+                    "[{url: 'http://127.0.0.1:3001', weight: 0}]",
+                ),
+                "upstreams.users.instances[0].weight: must be at least 1",
+            ),
+            (
+                BASE.replace(
+                    "['http://127.0.0.1:3001']}",
+                    "['http://127.0.0.1:3001'], outlier_detection: {max_ejected_percent: 101}}",
+                ),
+                "upstreams.users.outlier_detection.max_ejected_percent: at most 100",
+            ),
+            (
+                extra_route("retry: {attempts: 9}"),
+                "routes[1].retry.attempts: 1 (no retries) to 5",
+            ),
+            (
+                extra_route("retry: {on: [connect_failure, 404]}"),
+                "routes[1].retry.on[1]: 404: only 5xx statuses are tried again",
+            ),
+            (
+                extra_route("retry: {on: [sometimes]}"),
+                "routes[1].retry.on[0]: connect_failure, reset, timeout, or a status",
+            ),
+            (
+                extra_route("timeout: 0s"),
+                "routes[1].timeout: must be more than zero",
             ),
             (
                 extra_route("name: 'a b'"),

@@ -15,7 +15,7 @@ use crate::access_log::Format;
 use crate::plugin::cors::RawCors;
 use crate::plugin::jwt_auth::config::{Mode, RawAuthOverride, RawJwt, RawRequire};
 use crate::plugin::rate_limit::config::{RawBackends, RawRateLimit};
-use crate::yaml::values::{duration, ByteSize};
+use crate::yaml::values::{duration, ByteSize, MethodName};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -140,13 +140,107 @@ impl Default for RawAccessLog {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstream {
-    pub instances: Vec<String>,
+    pub instances: Vec<RawInstance>,
     #[serde(default)]
     pub timeouts: RawTimeouts,
     pub health_check: Option<RawHealthCheck>,
     /// How often host names in `instances` are resolved again.
     #[serde(default = "default_resolve_interval", with = "duration")]
     pub resolve_interval: Duration,
+    #[serde(default)]
+    pub load_balancing: BalancePolicy,
+    /// With `consistent_hash`: what a request is hashed on.
+    pub hash_on: Option<RawHashKey>,
+    /// Passive health: instances that keep failing are ejected for a while.
+    pub outlier_detection: Option<RawOutlier>,
+    #[serde(default)]
+    pub retry_budget: RawRetryBudget,
+    /// Requests in flight to the upstream at most; past it, 503 at once.
+    pub max_in_flight: Option<u32>,
+}
+
+/// An instance URL, or a URL with a weight.
+#[derive(Debug, Deserialize)]
+#[serde(untagged, expecting = "an instance URL, or {url: ..., weight: N}")]
+pub enum RawInstance {
+    Url(String),
+    Weighted(RawWeightedInstance),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWeightedInstance {
+    pub url: String,
+    pub weight: u16,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BalancePolicy {
+    #[default]
+    RoundRobin,
+    /// The less busy of two instances picked at random.
+    LeastRequest,
+    /// The same key to the same instance (`hash_on`).
+    ConsistentHash,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "by", rename_all = "lowercase", deny_unknown_fields)]
+pub enum RawHashKey {
+    Header {
+        name: String,
+    },
+    Cookie {
+        name: String,
+    },
+    Ip,
+    /// A claim of the verified token.
+    Claim {
+        name: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawOutlier {
+    pub consecutive_failures: u32,
+    /// Upstream statuses that count as failures; default every 5xx.
+    pub failure_statuses: Option<Vec<u16>>,
+    #[serde(with = "duration")]
+    pub base_ejection_time: Duration,
+    #[serde(with = "duration")]
+    pub max_ejection_time: Duration,
+    pub max_ejected_percent: u8,
+}
+
+impl Default for RawOutlier {
+    fn default() -> Self {
+        RawOutlier {
+            consecutive_failures: 5,
+            failure_statuses: None,
+            base_ejection_time: Duration::from_secs(30),
+            max_ejection_time: Duration::from_secs(300),
+            max_ejected_percent: 50,
+        }
+    }
+}
+
+/// Retries allowed, as a share of requests over the last 10 s, plus a floor.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRetryBudget {
+    pub percent: u32,
+    pub min_retries: u32,
+}
+
+impl Default for RawRetryBudget {
+    fn default() -> Self {
+        RawRetryBudget {
+            percent: 20,
+            min_retries: 3,
+        }
+    }
 }
 
 fn default_resolve_interval() -> Duration {
@@ -230,6 +324,56 @@ pub struct RawRoute {
     /// route's `auth` and `require`.
     #[serde(default)]
     pub auth_overrides: Vec<RawAuthOverride>,
+    #[serde(default)]
+    pub retry: RawRetry,
+    /// The longest a request waits for its response to begin, over all its
+    /// tries; then 504.
+    #[serde(default, with = "duration::option")]
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRetry {
+    /// Tries in all, the first included.
+    pub attempts: u8,
+    pub on: Vec<RawRetryOn>,
+    /// Default: the idempotent ones. A connect failure is retried for any
+    /// method: nothing was sent.
+    pub methods: Option<Vec<MethodName>>,
+    #[serde(with = "duration::option")]
+    pub per_try_timeout: Option<Duration>,
+}
+
+impl Default for RawRetry {
+    fn default() -> Self {
+        RawRetry {
+            attempts: 2,
+            on: vec![RawRetryOn::Condition(RetryCondition::ConnectFailure)],
+            methods: None,
+            per_try_timeout: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "connect_failure, reset, timeout, or a status such as 503"
+)]
+pub enum RawRetryOn {
+    Status(u16),
+    Condition(RetryCondition),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryCondition {
+    ConnectFailure,
+    /// The connection broke before any response byte.
+    Reset,
+    /// No response within `per_try_timeout` (or the read timeout).
+    Timeout,
 }
 
 fn yes() -> bool {

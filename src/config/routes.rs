@@ -3,8 +3,11 @@
 //! route's plugins settled (its own sections, else the global ones).
 
 use std::collections::HashMap;
+use std::time::Duration;
 
-use super::raw::RawRoute;
+use http::Method;
+
+use super::raw::{RawRetry, RawRetryOn, RawRoute, RetryCondition};
 use super::upstreams::UpstreamSettings;
 use crate::host::HostPattern;
 use crate::path;
@@ -28,9 +31,37 @@ pub struct RouteSettings {
     pub upstream: usize,
     pub rewrite: Rewrite,
     pub preserve_host: bool,
+    pub retry: RetryPolicy,
+    /// The longest a request waits for its response to begin, over all its
+    /// tries; then 504.
+    pub timeout: Option<Duration>,
     /// The route's per-request features, in no particular order: the chain
     /// builder orders them.
     pub plugins: Vec<PluginConfig>,
+}
+
+/// The most tries a route may give a request (Pingora's own ceiling is set
+/// to it).
+pub const MAX_ATTEMPTS: u8 = 5;
+
+/// When a failed try is tried again, on another instance where there is one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Tries in all, the first included; 1: no retries.
+    pub attempts: u8,
+    pub on_connect_failure: bool,
+    /// The connection broke before any response byte came.
+    pub on_reset: bool,
+    /// No response byte within the try's read timeout.
+    pub on_timeout: bool,
+    /// Upstream statuses that are tried again, sorted.
+    pub on_statuses: Vec<u16>,
+    /// Methods retried after the request was sent; a connect failure is
+    /// retried for any method, since nothing was sent.
+    pub methods: Vec<Method>,
+    /// How long one try waits for response bytes, below the upstream's
+    /// read timeout.
+    pub per_try_timeout: Option<Duration>,
 }
 
 /// What happens to the matched prefix before the request goes upstream.
@@ -180,6 +211,13 @@ impl RouteSettings {
             None => defaults.rate_limit.cloned(),
         };
         plugins.extend(rate_limit.map(PluginConfig::RateLimit));
+        let retry = RetryPolicy::try_from(raw.retry).map_err(|e| e.under("retry"))?;
+        if raw.timeout.is_some_and(|t| t.is_zero()) {
+            return Err(Invalid::at(
+                "timeout",
+                "must be more than zero (or left out)",
+            ));
+        }
         let auth = RoutePolicy::from_raw(
             raw.auth,
             raw.require,
@@ -198,7 +236,68 @@ impl RouteSettings {
             upstream,
             rewrite,
             preserve_host: raw.preserve_host,
+            retry,
+            timeout: raw.timeout,
             plugins,
+        })
+    }
+}
+
+impl Default for RetryPolicy {
+    /// A failed connect goes once more, to another instance.
+    fn default() -> Self {
+        RetryPolicy::try_from(RawRetry::default()).expect("the default policy is valid")
+    }
+}
+
+impl TryFrom<RawRetry> for RetryPolicy {
+    type Error = Invalid;
+
+    fn try_from(raw: RawRetry) -> Result<Self, Invalid> {
+        if !(1..=MAX_ATTEMPTS).contains(&raw.attempts) {
+            return Err(Invalid::at(
+                "attempts",
+                format!("1 (no retries) to {MAX_ATTEMPTS}"),
+            ));
+        }
+        let condition = |c| raw.on.contains(&RawRetryOn::Condition(c));
+        let mut on_statuses = Vec::new();
+        for (i, on) in raw.on.iter().enumerate() {
+            if let RawRetryOn::Status(status) = on {
+                if !(500..=599).contains(status) {
+                    return Err(Invalid::at(
+                        format!("on[{i}]"),
+                        format!("{status}: only 5xx statuses are tried again"),
+                    ));
+                }
+                on_statuses.push(*status);
+            }
+        }
+        on_statuses.sort_unstable();
+        if raw.per_try_timeout.is_some_and(|t| t.is_zero()) {
+            return Err(Invalid::at(
+                "per_try_timeout",
+                "must be more than zero (or left out)",
+            ));
+        }
+        Ok(RetryPolicy {
+            attempts: raw.attempts,
+            on_connect_failure: condition(RetryCondition::ConnectFailure),
+            on_reset: condition(RetryCondition::Reset),
+            on_timeout: condition(RetryCondition::Timeout),
+            on_statuses,
+            methods: match raw.methods {
+                Some(methods) => methods.into_iter().map(|m| m.0).collect(),
+                None => [
+                    Method::GET,
+                    Method::HEAD,
+                    Method::OPTIONS,
+                    Method::PUT,
+                    Method::DELETE,
+                ]
+                .to_vec(),
+            },
+            per_try_timeout: raw.per_try_timeout,
         })
     }
 }

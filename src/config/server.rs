@@ -77,9 +77,9 @@ impl ServerSettings {
             grace_period_seconds: Some(self.grace_period.as_secs()),
             graceful_shutdown_timeout_seconds: Some(self.graceful_shutdown_timeout.as_secs()),
             upstream_keepalive_pool_size: self.upstream_keepalive_pool_size,
-            // Retries are decided per request in `fail_to_connect`; this is
-            // only the ceiling.
-            max_retries: 2,
+            // Retries are decided per request by the route's policy; this is
+            // only Pingora's ceiling on tries.
+            max_retries: usize::from(super::routes::MAX_ATTEMPTS),
             ..ServerConf::default()
         }
     }

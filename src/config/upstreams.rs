@@ -6,7 +6,12 @@ use std::time::Duration;
 
 use http::Uri;
 
-use super::raw::{RawHealthCheck, RawTimeouts, RawUpstream};
+use http::HeaderName;
+
+use super::raw::{
+    BalancePolicy, RawHashKey, RawHealthCheck, RawInstance, RawOutlier, RawRetryBudget,
+    RawTimeouts, RawUpstream,
+};
 use crate::yaml::Invalid;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +21,54 @@ pub struct UpstreamSettings {
     pub timeouts: Timeouts,
     pub health_check: Option<HealthCheck>,
     pub resolve_interval: Duration,
+    pub balance: Balance,
+    /// `None`: no passive health checks.
+    pub outlier: Option<OutlierSettings>,
+    pub retry_budget: RetryBudget,
+    /// Requests in flight at most; `None`: no limit.
+    pub max_in_flight: Option<u32>,
+}
+
+/// How an instance is chosen for each try.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Balance {
+    RoundRobin,
+    /// Power of two choices: of two instances picked at random, the one
+    /// with fewer requests in flight for its weight.
+    LeastRequest,
+    /// The same key to the same instance, on a ring; a request without the
+    /// key goes round robin.
+    ConsistentHash(HashKey),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    Header(HeaderName),
+    Cookie(String),
+    ClientIp,
+    Claim(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutlierSettings {
+    /// Failures in a row (connect failures, resets, timeouts, failure
+    /// statuses) that eject an instance.
+    pub consecutive_failures: u32,
+    /// Sorted.
+    pub failure_statuses: Vec<u16>,
+    /// The first ejection's length; each further one adds as much.
+    pub base_ejection_time: Duration,
+    pub max_ejection_time: Duration,
+    /// Never more than this share of the pool is ejected at once.
+    pub max_ejected_percent: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryBudget {
+    /// Retries at most this share of the requests of the last 10 s...
+    pub percent: u32,
+    /// ...or this many, whichever is more.
+    pub min_retries: u32,
 }
 
 /// One `http://host:port` instance of an upstream service.
@@ -27,6 +80,8 @@ pub struct InstanceUrl {
     /// What the upstream gets as `Host` (and TLS SNI): `host`, plus `:port`
     /// when it is not the scheme's default, as a browser would send it.
     pub authority: String,
+    /// Its share of the traffic against the other instances' (default 1).
+    pub weight: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,9 +116,19 @@ impl UpstreamSettings {
             .instances
             .iter()
             .enumerate()
-            .map(|(i, url)| {
-                InstanceUrl::parse(url)
-                    .map_err(|reason| Invalid::at(format!("instances[{i}]"), reason))
+            .map(|(i, instance)| {
+                let (url, weight) = match instance {
+                    RawInstance::Url(url) => (url, 1),
+                    RawInstance::Weighted(w) => (&w.url, w.weight),
+                };
+                let at = format!("instances[{i}]");
+                if weight == 0 {
+                    return Err(Invalid::at(format!("{at}.weight"), "must be at least 1"));
+                }
+                let mut parsed =
+                    InstanceUrl::parse(url).map_err(|reason| Invalid::at(&at, reason))?;
+                parsed.weight = weight;
+                Ok(parsed)
             })
             .collect::<Result<Vec<_>, _>>()?;
         let timeouts = Timeouts::try_from(raw.timeouts).map_err(|e| e.under("timeouts"))?;
@@ -74,12 +139,123 @@ impl UpstreamSettings {
         if raw.resolve_interval.is_zero() {
             return Err(Invalid::at("resolve_interval", "must be more than zero"));
         }
+        let balance = match (raw.load_balancing, raw.hash_on) {
+            (BalancePolicy::ConsistentHash, Some(key)) => {
+                Balance::ConsistentHash(HashKey::try_from(key).map_err(|e| e.under("hash_on"))?)
+            }
+            (BalancePolicy::ConsistentHash, None) => {
+                return Err(Invalid::at(
+                    "hash_on",
+                    "consistent_hash needs a key, e.g. {by: header, name: X-Cart-Id}",
+                ))
+            }
+            (_, Some(_)) => {
+                return Err(Invalid::at(
+                    "hash_on",
+                    "only goes with load_balancing: consistent_hash",
+                ))
+            }
+            (BalancePolicy::RoundRobin, None) => Balance::RoundRobin,
+            (BalancePolicy::LeastRequest, None) => Balance::LeastRequest,
+        };
+        let outlier = raw
+            .outlier_detection
+            .map(|o| OutlierSettings::try_from(o).map_err(|e| e.under("outlier_detection")))
+            .transpose()?;
+        let retry_budget =
+            RetryBudget::try_from(raw.retry_budget).map_err(|e| e.under("retry_budget"))?;
+        if raw.max_in_flight == Some(0) {
+            return Err(Invalid::at(
+                "max_in_flight",
+                "must be at least 1 (or left out)",
+            ));
+        }
         Ok(UpstreamSettings {
             name,
             instances,
             timeouts,
             health_check,
             resolve_interval: raw.resolve_interval,
+            balance,
+            outlier,
+            retry_budget,
+            max_in_flight: raw.max_in_flight,
+        })
+    }
+}
+
+impl TryFrom<RawHashKey> for HashKey {
+    type Error = Invalid;
+
+    fn try_from(raw: RawHashKey) -> Result<Self, Invalid> {
+        let named = |name: &str| {
+            if name.is_empty() {
+                Err(Invalid::at("name", "must not be empty"))
+            } else {
+                Ok(name.to_string())
+            }
+        };
+        Ok(match raw {
+            RawHashKey::Header { name } => HashKey::Header(
+                HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| Invalid::at("name", format!("`{name}` is not a header name")))?,
+            ),
+            RawHashKey::Cookie { name } => HashKey::Cookie(named(&name)?),
+            RawHashKey::Ip => HashKey::ClientIp,
+            RawHashKey::Claim { name } => HashKey::Claim(named(&name)?),
+        })
+    }
+}
+
+impl TryFrom<RawOutlier> for OutlierSettings {
+    type Error = Invalid;
+
+    fn try_from(raw: RawOutlier) -> Result<Self, Invalid> {
+        if raw.consecutive_failures == 0 {
+            return Err(Invalid::at("consecutive_failures", "must be at least 1"));
+        }
+        let mut statuses = raw
+            .failure_statuses
+            .unwrap_or_else(|| (500..=599).collect());
+        if let Some(bad) = statuses.iter().find(|s| !(100..=599).contains(*s)) {
+            return Err(Invalid::at(
+                "failure_statuses",
+                format!("{bad} is not an HTTP status"),
+            ));
+        }
+        statuses.sort_unstable();
+        if raw.base_ejection_time.is_zero() {
+            return Err(Invalid::at("base_ejection_time", "must be more than zero"));
+        }
+        if raw.max_ejection_time < raw.base_ejection_time {
+            return Err(Invalid::at(
+                "max_ejection_time",
+                "must be at least base_ejection_time",
+            ));
+        }
+        if raw.max_ejected_percent > 100 {
+            return Err(Invalid::at("max_ejected_percent", "at most 100"));
+        }
+        Ok(OutlierSettings {
+            consecutive_failures: raw.consecutive_failures,
+            failure_statuses: statuses,
+            base_ejection_time: raw.base_ejection_time,
+            max_ejection_time: raw.max_ejection_time,
+            max_ejected_percent: raw.max_ejected_percent,
+        })
+    }
+}
+
+impl TryFrom<RawRetryBudget> for RetryBudget {
+    type Error = Invalid;
+
+    fn try_from(raw: RawRetryBudget) -> Result<Self, Invalid> {
+        if raw.percent > 100 {
+            return Err(Invalid::at("percent", "at most 100"));
+        }
+        Ok(RetryBudget {
+            percent: raw.percent,
+            min_retries: raw.min_retries,
         })
     }
 }
@@ -166,6 +342,7 @@ impl InstanceUrl {
             host,
             port,
             authority,
+            weight: 1,
         })
     }
 }

@@ -40,6 +40,10 @@ struct UpstreamState {
     /// Echo requests whose whole body arrived.
     completed: AtomicUsize,
     healthy: AtomicBool,
+    /// Answer every request (but `/health`) with this status; 0: echo.
+    status: std::sync::atomic::AtomicU16,
+    /// Wait this long before answering, in milliseconds.
+    delay_ms: std::sync::atomic::AtomicU64,
 }
 
 /// A real HTTP/1.1 server. By received path: `/health` answers per
@@ -61,6 +65,8 @@ impl Upstream {
             hits: AtomicUsize::new(0),
             completed: AtomicUsize::new(0),
             healthy: AtomicBool::new(true),
+            status: std::sync::atomic::AtomicU16::new(0),
+            delay_ms: std::sync::atomic::AtomicU64::new(0),
         });
         let (stop, mut stopped) = watch::channel(false);
         let accept_state = state.clone();
@@ -115,6 +121,19 @@ impl Upstream {
         self.state.healthy.store(healthy, Ordering::SeqCst);
     }
 
+    /// From now on every request but `/health` gets this status (0: the
+    /// usual echo), after reading its body.
+    pub fn set_status(&self, status: u16) {
+        self.state.status.store(status, Ordering::SeqCst);
+    }
+
+    /// From now on every request but `/health` waits this long.
+    pub fn set_delay(&self, delay: Duration) {
+        self.state
+            .delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
     /// Stops listening and drops open connections: later connects are refused.
     pub fn stop(&self) {
         let _ = self.stop.send(true);
@@ -146,7 +165,16 @@ async fn handle(
             .unwrap());
     }
     state.hits.fetch_add(1, Ordering::SeqCst);
+    let delay = state.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     let response = Response::builder().header("x-upstream", &state.name);
+    let status = state.status.load(Ordering::SeqCst);
+    if status != 0 {
+        let _ = req.into_body().collect().await;
+        return Ok(response.status(status).body(full(Bytes::new())).unwrap());
+    }
     match path.as_str() {
         "/big" => {
             let chunks = (0..BIG_BODY).step_by(64 << 10).map(|start| {

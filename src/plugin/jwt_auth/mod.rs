@@ -27,6 +27,7 @@ use serde_json::Value;
 use super::{is_preflight, Flow, Plugin};
 use crate::context::{Finished, RequestCtx};
 use crate::error::GatewayError;
+use crate::headers;
 use crate::jwt::{Claims, Verifier};
 use crate::metrics::Metrics;
 use crate::path;
@@ -77,14 +78,7 @@ impl JwtShared {
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(bearer_token);
-        bearer.or_else(|| {
-            let name = self.cookie.as_deref()?;
-            req.headers
-                .get_all(http::header::COOKIE)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .find_map(|header| cookie_value(header, name))
-        })
+        bearer.or_else(|| headers::cookie(req, self.cookie.as_deref()?))
     }
 
     /// Whether `name` (lower case, as stored) is one of the claim headers,
@@ -207,13 +201,6 @@ fn bearer_token(header: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-fn cookie_value<'h>(header: &'h str, name: &str) -> Option<&'h str> {
-    header.split(';').find_map(|pair| {
-        let (key, value) = pair.trim().split_once('=')?;
-        (key == name && !value.is_empty()).then_some(value)
-    })
-}
-
 /// Scopes: all of the required ones, from `scope` (space-separated) or
 /// `scp` (list or space-separated). Roles: at least one, from `roles`.
 /// Claims: each equal to the value, or containing it when a list.
@@ -284,13 +271,6 @@ mod tests {
         assert_eq!(bearer_token("Bearer "), None);
         assert_eq!(bearer_token("Bearer"), None);
         assert_eq!(bearer_token("Basic dXNlcjpwdw=="), None);
-    }
-
-    #[test]
-    fn cookies_are_found_by_exact_name() {
-        assert_eq!(cookie_value("a=1; token=xyz; b=2", "token"), Some("xyz"));
-        assert_eq!(cookie_value("mytoken=xyz", "token"), None);
-        assert_eq!(cookie_value("token=", "token"), None);
     }
 
     #[test]
