@@ -13,9 +13,11 @@
 #           JSON access log to a file, on a route without JWT
 #   jwt     full, on a route that verifies an HS256 token (one token
 #           repeated, so the verified-token cache answers after the first)
+#   trace   full, with tracing on (every request sampled, spans exported
+#           over OTLP/HTTP to the NGINX upstream, which answers 200)
 #
 #   apt-get install -y valgrind nginx-light
-#   bash benches/callgrind.sh [target ...]     # default: route full jwt
+#   bash benches/callgrind.sh [target ...]     # default: route full jwt trace
 #   GATEWAY_BIN=/tmp/old-api-gateway bash benches/callgrind.sh   # a baseline
 #   CALLGRIND_KEEP=/tmp/dumps bash benches/callgrind.sh full   # keep the dumps
 set -euo pipefail
@@ -24,7 +26,7 @@ command -v valgrind >/dev/null || { echo "valgrind is missing: apt-get install -
 source benches/common.sh
 # GATEWAY_BIN=path/to/other/api-gateway measures another build (a baseline).
 bin="${GATEWAY_BIN:-$bin}"
-targets=("${@:-route full jwt}")
+targets=("${@:-route full jwt trace}")
 read -r -a targets <<<"${targets[*]}"
 upstream_port=18491 gateway_port=18492
 secret="callgrind-secret-0123456789abcdefghij"
@@ -39,6 +41,10 @@ rate_limit: {requests: 1000000, per: 1s}
 jwt: {keys: [{secret: '$secret'}], claim_headers: {sub: X-User-Id}}"
         routes="  - {prefix: /users, upstream: users}
   - {prefix: /products, upstream: users, auth: required}"
+        if [ "$1" = trace ]; then
+            extra="$extra
+tracing: {endpoint: 'http://127.0.0.1:$upstream_port/v1/traces'}"
+        fi
     else
         extra="access_log: {format: off}"
     fi

@@ -1,7 +1,8 @@
 //! What the gateway's own per-request work costs, piece by piece: path
 //! normalization, the route lookup, the CORS response hook, the rate-limit
-//! decision, one access-log line, and choosing an upstream instance. (Token verification has its own
-//! benchmark, `benches/jwt.rs`.)
+//! decision, one access-log line, choosing an upstream instance, and a
+//! request's part of a trace. (Token verification has its own benchmark,
+//! `benches/jwt.rs`.)
 //!
 //! The pieces are built from a config document through `config::load`, as
 //! the gateway builds them: the shipped four routes plus a longer prefix and
@@ -26,6 +27,7 @@ use api_gateway::plugin::rate_limit::local::LocalStore;
 use api_gateway::plugin::rate_limit::{Gcra, RateLimit, Store};
 use api_gateway::plugin::Plugin;
 use api_gateway::routing::{Entry, Route, RouteTable};
+use api_gateway::trace::{ServerFacts, Tracer, TryEnd};
 use api_gateway::upstream::Upstream;
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion};
 use futures_util::FutureExt;
@@ -228,6 +230,7 @@ fn access_log(c: &mut Criterion) {
         bytes: 56,
         duration_ms: Duration::from_micros(1234),
         user_agent: Some("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36"),
+        trace: None,
     };
     let mut group = c.benchmark_group("access_log");
     let mut line = Vec::with_capacity(512);
@@ -292,5 +295,62 @@ routes: [{{prefix: /svc, upstream: svc}}]
     group.finish();
 }
 
-criterion_group!(benches, routing, cors, rate_limit, access_log, balancing);
+/// What tracing adds to a request: its trace begun, one try with its
+/// `traceparent`, and (when sampled) both spans encoded and queued. The
+/// queue is never exported here, so once full it drops: the encoding,
+/// which comes first, is measured all the same.
+fn tracing(c: &mut Criterion) {
+    let mut group = c.benchmark_group("tracing");
+    let req = request(
+        "GET",
+        "/users/1",
+        &[("host", "shop.example"), ("user-agent", "curl/8.5")],
+    );
+    for (name, ratio) in [("sampled", 1), ("unsampled", 0)] {
+        let text = format!(
+            "listeners: [{{address: '127.0.0.1:3000'}}]
+tracing: {{endpoint: 'http://127.0.0.1:4318/v1/traces', sampling_ratio: {ratio}}}
+upstreams: {{users: {{instances: ['http://127.0.0.1:3001']}}}}
+routes: [{{prefix: /users, upstream: users}}]
+"
+        );
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+        let mut config = config::load(file.path()).unwrap();
+        let instance = Arc::new(config.routing.upstreams[0].instances[0].clone());
+        let (tracer, _export) = Tracer::new(config.routing.tracing.take().unwrap(), None);
+        let addr = "127.0.0.1:3001".parse().unwrap();
+        group.bench_function(format!("a request, {name}"), |b| {
+            b.iter_batched_ref(
+                || req.clone(),
+                |upstream| {
+                    let mut trace = tracer.begin(&req);
+                    trace.try_started(addr, &instance, &req.method, 0);
+                    trace.write_upstream_headers(upstream).unwrap();
+                    trace.try_status(200);
+                    trace.end_try(TryEnd::Done);
+                    tracer.finish(trace, || ServerFacts {
+                        method: req.method.as_str(),
+                        route: Some(("/users", "users")),
+                        upstream: Some("users"),
+                        path: req.uri.path(),
+                        scheme: "http",
+                        host: Some("shop.example"),
+                        port: Some(3000),
+                        client_ip: Some(IpAddr::from([203, 0, 113, 7])),
+                        user_agent: Some("curl/8.5"),
+                        protocol: "1.1",
+                        status: 200,
+                        refusal: None,
+                        request_id: "0b5c2f0e-6a1d-4f4e-9d7a-1f2e3d4c5b6a",
+                    });
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, routing, cors, rate_limit, access_log, balancing, tracing);
 criterion_main!(benches);

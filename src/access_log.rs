@@ -25,6 +25,7 @@ use pingora::services::background::BackgroundService;
 use serde::Deserialize;
 
 use crate::forwarded::IpText;
+use crate::trace::context::hex_into;
 
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
 const BUFFER_CAP: usize = 32 << 20;
@@ -68,6 +69,8 @@ pub struct LogEntry<'a> {
     pub bytes: usize,
     pub duration_ms: Duration,
     pub user_agent: Option<&'a str>,
+    /// The trace id and the server span's id, when tracing is on.
+    pub trace: Option<([u8; 16], [u8; 8])>,
 }
 
 pub struct AccessLog {
@@ -307,7 +310,19 @@ pub fn format_json(e: &LogEntry, out: &mut Vec<u8>) {
     three_digits(out, (micros % 1000) as u16);
     out.extend_from_slice(b",\"user_agent\":");
     json_str(out, e.user_agent);
-    out.extend_from_slice(b"}\n");
+    match &e.trace {
+        Some((trace_id, span_id)) => {
+            let mut hex = [0u8; 32];
+            out.extend_from_slice(b",\"trace_id\":\"");
+            hex_into(trace_id, &mut hex);
+            out.extend_from_slice(&hex);
+            out.extend_from_slice(b"\",\"span_id\":\"");
+            hex_into(span_id, &mut hex[..16]);
+            out.extend_from_slice(&hex[..16]);
+            out.extend_from_slice(b"\"}\n");
+        }
+        None => out.extend_from_slice(b",\"trace_id\":null,\"span_id\":null}\n"),
+    }
 }
 
 /// RFC 3339 in UTC with milliseconds. The part up to the second is
@@ -409,6 +424,7 @@ mod tests {
             bytes: 56,
             duration_ms: Duration::from_micros(1234),
             user_agent: None,
+            trace: None,
         }
     }
 
@@ -453,6 +469,8 @@ mod tests {
                 "bytes": 56,
                 "duration_ms": 1.234,
                 "user_agent": null,
+                "trace_id": null,
+                "span_id": null,
             })
         );
     }
@@ -479,6 +497,10 @@ mod tests {
         assert_eq!(v["timestamp"], "2026-09-21T14:13:21.124Z");
         assert_eq!(v["route"], serde_json::Value::Null);
         assert_eq!(v["duration_ms"], 12000.007);
+        e.trace = Some(([0xab; 16], [0x01; 8]));
+        let v = json_of(&e);
+        assert_eq!(v["trace_id"], "ab".repeat(16));
+        assert_eq!(v["span_id"], "01".repeat(8));
     }
 
     #[test]

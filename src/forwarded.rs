@@ -79,9 +79,15 @@ impl IpText {
             IpAddr::V4(v4) => {
                 for (i, octet) in v4.octets().into_iter().enumerate() {
                     if i > 0 {
-                        text.push(b".");
+                        text.push(b'.');
                     }
-                    text.push(itoa::Buffer::new().format(octet).as_bytes());
+                    if octet >= 100 {
+                        text.push(b'0' + octet / 100);
+                    }
+                    if octet >= 10 {
+                        text.push(b'0' + octet / 10 % 10);
+                    }
+                    text.push(b'0' + octet % 10);
                 }
             }
             // Rare enough behind most load balancers to take the slow path.
@@ -94,9 +100,9 @@ impl IpText {
         text
     }
 
-    fn push(&mut self, bytes: &[u8]) {
-        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
-        self.len += bytes.len();
+    fn push(&mut self, byte: u8) {
+        self.buf[self.len] = byte;
+        self.len += 1;
     }
 
     pub fn as_str(&self) -> &str {
@@ -208,6 +214,7 @@ mod tests {
             "0.0.0.0",
             "127.0.0.1",
             "203.0.113.255",
+            "10.99.100.9",
             "::1",
             "2001:db8::8a2e:370:7334",
         ] {

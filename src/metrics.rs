@@ -18,9 +18,9 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use pingora_prometheus::prometheus::{
-    self, register_gauge, register_histogram_vec, register_int_counter_vec, register_int_gauge,
-    register_int_gauge_vec, Gauge, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts,
+    self, register_gauge, register_histogram_vec, register_int_counter, register_int_counter_vec,
+    register_int_gauge, register_int_gauge_vec, Gauge, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts,
 };
 
 use crate::context::Finished;
@@ -41,6 +41,8 @@ pub struct Metrics {
     retries: IntCounterVec,
     budget_exhausted: IntCounterVec,
     overloaded: IntCounterVec,
+    spans_exported: IntCounter,
+    spans_dropped: IntCounterVec,
     reloads: IntCounterVec,
     last_load: Gauge,
     config_info: IntGaugeVec,
@@ -144,6 +146,17 @@ impl Metrics {
                 &["upstream"]
             )
             .map_err(e)?,
+            spans_exported: register_int_counter!(
+                "gateway_trace_spans_exported_total",
+                "Spans the collector accepted"
+            )
+            .map_err(e)?,
+            spans_dropped: register_int_counter_vec!(
+                "gateway_trace_spans_dropped_total",
+                "Spans lost, by reason (queue_full, export_failed)",
+                &["reason"]
+            )
+            .map_err(e)?,
             reloads: register_int_counter_vec!(
                 "gateway_config_reloads_total",
                 "Config reloads in the running process, by result (ok, error)",
@@ -189,6 +202,16 @@ impl Metrics {
         self.last_load.set(now.as_secs_f64());
         self.config_info.reset();
         self.config_info.with_label_values(&[sha256]).set(1);
+    }
+
+    pub fn spans_exported(&self, count: u64) {
+        self.spans_exported.inc_by(count);
+    }
+
+    pub fn spans_dropped(&self, reason: &str, count: u64) {
+        self.spans_dropped
+            .with_label_values(&[reason])
+            .inc_by(count);
     }
 
     /// A reload was refused; the running config keeps serving.

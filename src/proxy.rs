@@ -51,6 +51,7 @@ use crate::path;
 use crate::plugin::Flow;
 use crate::retry::{self, FailedTry};
 use crate::state::State;
+use crate::trace::{RequestTrace, ServerFacts, TryEnd};
 use crate::upstream::{self, Admitted, Failure, InFlight};
 
 // Statics rather than `&str`s: a lookup by `HeaderName` skips parsing the
@@ -89,6 +90,9 @@ pub struct ProxyCtx {
     tried: Vec<SocketAddr>,
     /// The route's `timeout`, from the start of the request.
     deadline: Option<Instant>,
+    /// Its part of a trace, when tracing is on; boxed, so that with tracing
+    /// off the context (moved about in every phase's future) stays small.
+    trace: Option<Box<RequestTrace>>,
 }
 
 impl ProxyCtx {
@@ -113,10 +117,18 @@ impl ProxyCtx {
             && (failure == Failure::Connect || upstream.try_retry(failure))
     }
 
-    /// Counts the outcome of the try in progress against its instance.
-    fn record(&self, outcome: Result<(), Failure>) {
+    /// Counts the outcome of the try in progress against its instance, and
+    /// ends its span when it failed.
+    fn record(&mut self, outcome: Result<(), Failure>) {
         if let (Some(attempt), Some(upstream)) = (&self.attempt, self.state.upstream(self.route)) {
             upstream.record(attempt, outcome);
+        }
+        // A status ends its try once its body is through (or its retry
+        // starts); any other failure ends it now.
+        if let (Err(failure), Some(trace)) = (outcome, &mut self.trace) {
+            if !matches!(failure, Failure::Status(_)) {
+                trace.end_try(TryEnd::Failed(failure.kind()));
+            }
         }
     }
 }
@@ -309,6 +321,14 @@ fn client_peer(session: &Session) -> Option<IpAddr> {
         .map(|a| a.ip())
 }
 
+fn protocol_version(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_2 => "2",
+        http::Version::HTTP_10 => "1.0",
+        _ => "1.1",
+    }
+}
+
 fn is_tls(session: &Session) -> bool {
     session.digest().is_some_and(|d| d.ssl_digest.is_some())
 }
@@ -327,6 +347,7 @@ impl ProxyHttp for Proxy {
             instance: None,
             tried: Vec::new(),
             deadline: None,
+            trace: None,
         }
     }
 
@@ -341,6 +362,11 @@ impl ProxyHttp for Proxy {
             metrics.in_flight.inc();
             ctx.req.in_flight = true;
         }
+        ctx.trace = ctx
+            .state
+            .tracer
+            .as_ref()
+            .map(|t| Box::new(t.begin(session.req_header())));
         ctx.req.peer = client_peer(session);
         ctx.req.local_port = session
             .server_addr()
@@ -414,6 +440,10 @@ impl ProxyHttp for Proxy {
                 .into_up()
             })?;
         drop(key);
+        if let Some(trace) = &mut ctx.trace {
+            let method = &session.req_header().method;
+            trace.try_started(selected.addr, &selected.url, method, ctx.req.attempts);
+        }
         ctx.req.attempts += 1;
         ctx.tried.push(selected.addr);
         ctx.req.upstream_addr = Some(selected.addr);
@@ -453,6 +483,9 @@ impl ProxyHttp for Proxy {
             // wrong with the instance, and an idempotent request goes again
             // at once, as Pingora does by default.
             Some(Failure::Reset) if client_reused && session.response_written().is_none() => {
+                if let Some(trace) = &mut ctx.trace {
+                    trace.end_try(TryEnd::Failed("reset"));
+                }
                 session.req_header().method.is_idempotent()
                     && !session.as_ref().retry_buffer_truncated()
             }
@@ -519,6 +552,9 @@ impl ProxyHttp for Proxy {
             }
         }
         upstream_request.insert_header(REQUEST_ID.as_str(), &learned.request_id)?;
+        if let Some(trace) = &ctx.trace {
+            trace.write_upstream_headers(upstream_request)?;
+        }
         for plugin in ctx.state.chain(ctx.route) {
             plugin.upstream_request(upstream_request, learned)?;
         }
@@ -553,6 +589,9 @@ impl ProxyHttp for Proxy {
         let Some(upstream) = ctx.state.upstream(ctx.route).filter(|_| status >= 200) else {
             return Ok(());
         };
+        if let Some(trace) = &mut ctx.trace {
+            trace.try_status(status);
+        }
         let failed = upstream.is_failure_status(status);
         ctx.record(if failed {
             Err(Failure::Status(status))
@@ -560,6 +599,9 @@ impl ProxyHttp for Proxy {
             Ok(())
         });
         if status >= 500 && ctx.retry(session, Failure::Status(status)) {
+            if let Some(trace) = &mut ctx.trace {
+                trace.end_try(TryEnd::Failed("status"));
+            }
             return Err(retry::retry_status(status));
         }
         Ok(())
@@ -576,6 +618,9 @@ impl ProxyHttp for Proxy {
         // load drops now, not once the client has it and the log is written.
         if end_of_stream {
             ctx.attempt = None;
+            if let Some(trace) = &mut ctx.trace {
+                trace.end_try(TryEnd::Done);
+            }
         }
         Ok(None)
     }
@@ -630,6 +675,7 @@ impl ProxyHttp for Proxy {
         let route = entry.map(|e| e.route.name.as_str());
         let upstream = entry.map(|e| e.target.upstream.name.as_str());
         let learned = &ctx.req;
+        let trace = ctx.trace.take();
         let line = LogEntry {
             timestamp: SystemTime::now(),
             request_id: &learned.request_id,
@@ -643,6 +689,7 @@ impl ProxyHttp for Proxy {
             bytes: session.body_bytes_sent(),
             duration_ms: learned.started.elapsed(),
             user_agent: header_str(req, &USER_AGENT),
+            trace: trace.as_ref().map(|t| (t.trace_id, t.span_id)),
         };
         self.access_log.record(&line);
 
@@ -662,6 +709,23 @@ impl ProxyHttp for Proxy {
         }
         for plugin in ctx.state.chain(ctx.route) {
             plugin.finished(&done);
+        }
+        if let (Some(trace), Some(tracer)) = (trace, &ctx.state.tracer) {
+            tracer.finish(*trace, || ServerFacts {
+                method: line.method,
+                route: entry.map(|e| (e.route.prefix.as_str(), e.route.name.as_str())),
+                upstream,
+                path: req.uri.path(),
+                scheme: if is_tls(session) { "https" } else { "http" },
+                host: learned.client_host.as_deref(),
+                port: learned.local_port,
+                client_ip: learned.client_ip,
+                user_agent: line.user_agent,
+                protocol: protocol_version(req.version),
+                status,
+                refusal: learned.refusal,
+                request_id: &learned.request_id,
+            });
         }
     }
 }

@@ -12,11 +12,12 @@ use log::warn;
 use crate::background::Task;
 use crate::config::RoutingSettings;
 use crate::forwarded::TrustedProxies;
+use crate::jwt::jwks::RemoteJwks;
 use crate::metrics::Metrics;
-use crate::plugin;
 use crate::plugin::chain::Shared;
 use crate::plugin::Chain;
 use crate::routing::{Entry, Route, RouteTable};
+use crate::trace::Tracer;
 use crate::upstream::Upstream;
 use crate::yaml::Invalid;
 
@@ -35,6 +36,8 @@ pub struct State {
     pub unmatched: Chain,
     pub trusted_proxies: TrustedProxies,
     pub max_body_size: u64,
+    /// `None`: tracing is off.
+    pub tracer: Option<Arc<Tracer>>,
     upstreams: Vec<Arc<Upstream>>,
     /// What the plugins of all routes share; a reload's new state takes
     /// over what still applies.
@@ -46,7 +49,8 @@ pub struct State {
 /// parts need once it does.
 pub struct Fresh {
     upstreams: Vec<Arc<Upstream>>,
-    plugins: plugin::chain::Fresh,
+    jwks: Vec<Arc<RemoteJwks>>,
+    tasks: Vec<Task>,
 }
 
 impl State {
@@ -67,8 +71,21 @@ impl State {
         )?;
         let mut fresh = Fresh {
             upstreams: Vec::new(),
-            plugins,
+            jwks: plugins.jwks,
+            tasks: plugins.tasks,
         };
+        // An unchanged tracer keeps its queue and its exporter.
+        let tracer = settings.tracing.map(|wanted| {
+            let kept = previous.and_then(|p| p.tracer.clone());
+            match kept.filter(|t| *t.settings() == wanted) {
+                Some(tracer) => tracer,
+                None => {
+                    let (tracer, export) = Tracer::new(wanted, metrics.clone());
+                    fresh.tasks.push(export);
+                    tracer
+                }
+            }
+        });
         let upstreams: Vec<Arc<Upstream>> = settings
             .upstreams
             .iter()
@@ -82,7 +99,7 @@ impl State {
                 }
                 let (upstream, refresh) = Upstream::new(settings, metrics.clone());
                 let upstream = Arc::new(upstream);
-                fresh.plugins.tasks.extend(refresh);
+                fresh.tasks.extend(refresh);
                 fresh.upstreams.push(upstream.clone());
                 upstream
             })
@@ -103,6 +120,7 @@ impl State {
             unmatched: shared.chain(&settings.unmatched_plugins),
             trusted_proxies: TrustedProxies::new(settings.trusted_proxies),
             max_body_size: settings.max_body_size,
+            tracer,
             upstreams,
             shared,
         };
@@ -138,7 +156,7 @@ impl Fresh {
         for upstream in &self.upstreams {
             upstream.prepare(strict).await?;
         }
-        for source in &self.plugins.jwks {
+        for source in &self.jwks {
             if let Err(e) = source.refresh().await {
                 let url = &source.settings().url;
                 if strict {
@@ -152,6 +170,6 @@ impl Fresh {
                 );
             }
         }
-        Ok(self.plugins.tasks)
+        Ok(self.tasks)
     }
 }

@@ -13,6 +13,7 @@ mod listeners;
 mod raw;
 mod routes;
 mod server;
+mod tracing;
 mod upstreams;
 
 use std::fmt;
@@ -24,6 +25,7 @@ use ipnet::IpNet;
 pub use listeners::{ListenerSettings, TlsFiles};
 pub use routes::{RetryPolicy, Rewrite, RouteSettings, MAX_ATTEMPTS, UNMATCHED};
 pub use server::ServerSettings;
+pub use tracing::{Propagation, TracingSettings};
 pub use upstreams::{
     Balance, HashKey, HealthCheck, InstanceUrl, OutlierSettings, RetryBudget, Timeouts,
     UpstreamSettings,
@@ -67,6 +69,8 @@ pub struct RoutingSettings {
     pub unmatched_plugins: Vec<PluginConfig>,
     /// What the plugins of all routes share.
     pub plugins: SharedSettings,
+    /// `None`: no tracing.
+    pub tracing: Option<TracingSettings>,
 }
 
 /// A configuration that cannot be used, and where exactly.
@@ -173,6 +177,11 @@ impl TryFrom<RawConfig> for Config {
             _ => None,
         };
 
+        let tracing = raw
+            .tracing
+            .map(|t| TracingSettings::try_from(t).map_err(|e| e.under("tracing")))
+            .transpose()?;
+
         let upstreams = raw
             .upstreams
             .into_iter()
@@ -220,6 +229,7 @@ impl TryFrom<RawConfig> for Config {
                     jwt,
                     rate_limits: backends,
                 },
+                tracing,
             },
             warnings,
             sha256: String::new(),

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::tracing::RawTracing;
 use crate::access_log::Format;
 use crate::plugin::cors::RawCors;
 use crate::plugin::jwt_auth::config::{Mode, RawAuthOverride, RawJwt, RawRequire};
@@ -40,6 +41,8 @@ pub struct RawConfig {
     pub rate_limit: Option<RawRateLimit>,
     #[serde(default)]
     pub rate_limit_backends: RawBackends,
+    /// OpenTelemetry traces over OTLP/HTTP; absent: off.
+    pub tracing: Option<RawTracing>,
     pub upstreams: BTreeMap<String, RawUpstream>,
     pub routes: Vec<RawRoute>,
 }

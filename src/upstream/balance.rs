@@ -9,9 +9,7 @@
 //! instance that passes it; the caller relaxes the test when none does.
 
 use std::borrow::Cow;
-use std::cell::Cell;
 use std::collections::BTreeSet;
-use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -24,6 +22,7 @@ use crate::config::{Balance, HashKey};
 use crate::context::RequestCtx;
 use crate::forwarded::IpText;
 use crate::headers;
+use crate::random::random;
 
 /// An instance, and the backend Pingora's health checks know it by.
 pub struct Member {
@@ -230,22 +229,6 @@ fn gcd(a: u32, b: u32) -> u32 {
     } else {
         gcd(b, a % b)
     }
-}
-
-/// A fast per-thread random number (xorshift*), seeded once per thread from
-/// the standard library's random hasher keys.
-fn random() -> u64 {
-    thread_local! {
-        static STATE: Cell<u64> = Cell::new(RandomState::new().hash_one(0u64) | 1);
-    }
-    STATE.with(|state| {
-        let mut x = state.get();
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        state.set(x);
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    })
 }
 
 #[cfg(test)]

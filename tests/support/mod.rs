@@ -6,6 +6,7 @@
 #![allow(dead_code)] // each test file uses its own subset
 
 pub mod jwt;
+pub mod otlp;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
