@@ -8,8 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export JWT_SECRET="${JWT_SECRET:-demo-secret-not-for-production}"
 
-cargo build --release --bin api-gateway --example demo_services
-cargo run --quiet --release --example demo_services &
+./scripts/install-deps.sh
+cargo build --release -p api-gateway -p demo-services --bins
+bin="${CARGO_TARGET_DIR:-target}/release"
+"$bin/demo_services" &
 demo=$!
 trap 'kill "$demo" 2>/dev/null || true' EXIT INT TERM
-cargo run --quiet --release --bin api-gateway -- "$@"
+"$bin/api-gateway" "$@"

@@ -12,6 +12,7 @@ pub mod error;
 pub mod forwarded;
 pub mod gateway;
 pub mod headers;
+pub mod healthcheck;
 pub mod host;
 pub mod jwt;
 pub mod metrics;

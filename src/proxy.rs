@@ -111,10 +111,38 @@ impl ProxyCtx {
             deadline_passed: self.deadline.is_some_and(|d| Instant::now() >= d),
         };
         let policy = &self.state.routes.get(route).route.retry;
+        if !retry::wanted(policy, &failed) {
+            return false;
+        }
         // A failed connect sent nothing and cost the upstream nothing, so
-        // only retries of requests it received spend the budget.
-        retry::wanted(policy, &failed)
-            && (failure == Failure::Connect || upstream.try_retry(failure))
+        // it spends no budget: the budget bounds the load retries add to
+        // the upstream, and a dead instance must not use up what the live
+        // ones' failures need. Only retries of requests the upstream
+        // received spend it; every retry is counted.
+        if failure == Failure::Connect {
+            upstream.retried(failure);
+            return true;
+        }
+        upstream.try_retry(failure)
+    }
+
+    /// Whether a try whose pooled connection the upstream had closed
+    /// meanwhile goes again: nothing is wrong with the instance, so it is
+    /// not counted against it, and an idempotent request goes again at
+    /// once, as Pingora does by default, whatever the route's policy. Like a
+    /// failed connect it spends no budget (the upstream dropped the
+    /// connection rather than serve the request), and is counted as a
+    /// `reset` retry.
+    fn retry_stale(&mut self, session: &Session) -> bool {
+        if let Some(trace) = &mut self.trace {
+            trace.end_try(TryEnd::Failed("reset"));
+        }
+        let again = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated();
+        if let (true, Some(upstream)) = (again, self.state.upstream(self.route)) {
+            upstream.retried(Failure::Reset);
+        }
+        again
     }
 
     /// Counts the outcome of the try in progress against its instance, and
@@ -479,15 +507,8 @@ impl ProxyHttp for Proxy {
             return e;
         }
         let retry = match retry::failure_of(&e) {
-            // A pooled connection the upstream had closed meanwhile: nothing
-            // wrong with the instance, and an idempotent request goes again
-            // at once, as Pingora does by default.
             Some(Failure::Reset) if client_reused && session.response_written().is_none() => {
-                if let Some(trace) = &mut ctx.trace {
-                    trace.end_try(TryEnd::Failed("reset"));
-                }
-                session.req_header().method.is_idempotent()
-                    && !session.as_ref().retry_buffer_truncated()
+                ctx.retry_stale(session)
             }
             Some(failure) => {
                 ctx.record(Err(failure));

@@ -137,6 +137,7 @@ impl Reloader {
             .reopen(&config.access_log)
             .map_err(|e| in_file(Invalid::at("access_log.output", e.to_string())))?;
 
+        state.commit();
         self.state.store(Arc::new(state));
         for renewal in certs {
             renewal.apply();

@@ -127,6 +127,13 @@ impl State {
         Ok((state, fresh))
     }
 
+    /// Makes the changes this state has in store for what it shares with
+    /// the one it replaces (see [`Shared::commit`]); called by a reload once
+    /// nothing can refuse it any more, right before the swap.
+    pub fn commit(&self) {
+        self.shared.commit();
+    }
+
     pub fn upstreams(&self) -> &[Arc<Upstream>] {
         &self.upstreams
     }

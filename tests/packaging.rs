@@ -1,7 +1,9 @@
 //! What can be checked of the container setup without a Docker engine: the
 //! gateway runs as an unprivileged user, the Dockerfile ships only the
-//! binary and conf/ as non-root with a health check and a draining stop
-//! signal, and the compose file wires services and variables that exist.
+//! binary, conf/ and the CA bundle as non-root with its built-in health
+//! check and a draining stop signal, and the compose file wires services and
+//! variables that exist. CI builds and runs both in a real engine too
+//! (`.ci/containers.sh`); these checks run wherever the tests do.
 
 mod support;
 
@@ -94,6 +96,7 @@ fn the_dockerfile_ships_binary_and_conf_as_non_root() {
     assert_eq!(
         copies,
         [
+            "COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/",
             "COPY --from=build /usr/local/bin/api-gateway /usr/local/bin/",
             "COPY conf ./conf"
         ]
@@ -101,7 +104,7 @@ fn the_dockerfile_ships_binary_and_conf_as_non_root() {
     assert!(last_stage.contains("\nUSER gateway\n"));
     assert!(last_stage.contains("--uid 10001"));
     assert!(last_stage.contains("STOPSIGNAL SIGTERM"));
-    assert!(last_stage.contains("HEALTHCHECK") && last_stage.contains("/healthz"));
+    assert!(last_stage.contains(r#"CMD ["api-gateway", "--healthcheck"]"#));
     let ignored = std::fs::read_to_string(repo_path(".dockerignore")).unwrap();
     for entry in ["target", ".git", ".env"] {
         assert!(
@@ -113,9 +116,11 @@ fn the_dockerfile_ships_binary_and_conf_as_non_root() {
 
 #[test]
 fn the_compose_file_wires_services_and_variables_that_exist() {
-    let compose: Value =
+    let mut compose: Value =
         serde_yaml::from_str(&std::fs::read_to_string(repo_path("docker-compose.yml")).unwrap())
             .unwrap();
+    // The replicas share their settings through a `<<` merge key.
+    compose.apply_merge().unwrap();
     let services = compose["services"].as_mapping().unwrap();
     let mut names: BTreeSet<String> = services
         .keys()
@@ -175,7 +180,40 @@ fn the_compose_file_wires_services_and_variables_that_exist() {
             );
         }
     }
-    for dependency in gateway["depends_on"].as_sequence().unwrap() {
+    for (dependency, _) in gateway["depends_on"].as_mapping().unwrap() {
         assert!(services.contains_key(dependency), "{dependency:?}");
     }
+    assert_eq!(
+        compose["services"]["api-gateway-2"]["environment"],
+        gateway["environment"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_built_in_health_check_asks_the_gateway_on_port() {
+    let upstream = Upstream::start("svc").await;
+    let gateway = Gateway::start(&format!(
+        "listeners: [{{address: '127.0.0.1:{{port}}'}}]
+upstreams: {{svc: {{instances: ['{}']}}}}
+routes: [{{prefix: /users, upstream: svc}}]
+",
+        upstream.url()
+    ))
+    .await;
+    let probe = |port: u16| {
+        Command::new(binary())
+            .arg("--healthcheck")
+            .env("PORT", port.to_string())
+            .output()
+            .unwrap()
+    };
+    let healthy = probe(gateway.port());
+    assert!(healthy.status.success(), "{healthy:?}");
+    assert_eq!(upstream.hits(), 0, "/healthz is the gateway's own");
+
+    let nobody = free_port();
+    let down = probe(nobody);
+    assert_eq!(down.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&down.stderr);
+    assert!(stderr.contains(&format!("127.0.0.1:{nobody}")), "{stderr}");
 }

@@ -312,6 +312,72 @@ routes:
     assert_eq!(get(&gw, "/limited/a").await.status(), 429);
 }
 
+/// Spends the budget of `key` on `/limited` (one request an hour).
+async fn spend(gw: &Gateway, key: &str) -> u16 {
+    let r = client()
+        .get(gw.url("/limited/a"))
+        .header("x-key", key)
+        .send()
+        .await
+        .unwrap();
+    r.status().as_u16()
+}
+
+/// Two hundred other clients, seen after any before: with the store shrunk
+/// to one client per shard (16 shards), each shard's last one would be
+/// one of these, so a shrink would forget every client seen before them.
+async fn crowd(gw: &Gateway, round: &str) {
+    for i in 0..200 {
+        assert_eq!(spend(gw, &format!("{round}-{i}")).await, 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_reload_leaves_the_budgets_as_they_were() {
+    let users = Upstream::start("users").await;
+    let admin = free_port();
+    let config = |max_keys: u32, instance: &str| {
+        format!(
+            "listeners: [{{address: '127.0.0.1:{{port}}'}}]
+admin: {{address: '127.0.0.1:{admin}'}}
+rate_limit_backends: {{local: {{max_keys: {max_keys}}}}}
+upstreams:
+  users: {{instances: ['{instance}']}}
+routes:
+  - {{prefix: /limited, upstream: users, rate_limit: {{requests: 1, per: 1h, key: {{by: header, name: X-Key}}}}}}
+  - {{prefix: /open, upstream: users}}
+"
+        )
+    };
+    let gw = Gateway::start(&config(100_000, &users.url())).await;
+    assert_eq!(spend(&gw, "victim").await, 200);
+    assert_eq!(spend(&gw, "victim").await, 429);
+    crowd(&gw, "first").await;
+
+    // A smaller store, in a file refused only after the new state is built:
+    // its upstream does not resolve.
+    gw.rewrite(&config(16, "http://no-such-host.invalid:3001"));
+    let (ok, message) = hangup(&gw).await;
+    assert!(!ok && message.contains("does not resolve"), "{message}");
+    assert_eq!(spend(&gw, "victim").await, 429, "the budget was forgotten");
+    assert_eq!(
+        get(&gw, "/open/x").await.status(),
+        200,
+        "the old config serves"
+    );
+    let text = scrape(admin).await;
+    let reloads = |result| metric(&text, "gateway_config_reloads_total", &[("result", result)]);
+    assert_eq!(reloads("error"), Some(1.0), "{text}");
+    assert_eq!(reloads("ok"), Some(0.0), "{text}");
+
+    // Accepted, the smaller store applies: only the crowd's last fit.
+    crowd(&gw, "second").await;
+    gw.rewrite(&config(16, &users.url()));
+    let (ok, message) = hangup(&gw).await;
+    assert!(ok, "{message}");
+    assert_eq!(spend(&gw, "victim").await, 200, "the store was not shrunk");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rotated_secret_takes_over_at_the_reload() {
     let users = Upstream::start("users").await;

@@ -5,16 +5,27 @@
 
 mod support;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
 use support::*;
 
 /// One upstream `svc` of the given instances and extra keys (indented
 /// under it), and one route `/svc` with extra keys.
 fn config(instances: &[&Upstream], upstream: &str, route: &str) -> String {
-    let urls: Vec<String> = instances.iter().map(|u| format!("'{}'", u.url())).collect();
+    let urls: Vec<String> = instances.iter().map(|u| u.url()).collect();
+    config_of(&urls, upstream, route)
+}
+
+/// Like `config`, with instance URLs of servers that need not be ours.
+fn config_of(urls: &[String], upstream: &str, route: &str) -> String {
+    let urls: Vec<String> = urls.iter().map(|u| format!("'{u}'")).collect();
     format!(
         "listeners: [{{address: '127.0.0.1:{{port}}'}}]
 admin: {{address: '127.0.0.1:{{admin}}'}}
@@ -105,6 +116,180 @@ async fn an_instance_refusing_connections_costs_no_get_request() {
         assert_eq!(get(&gw, "/svc/x").await.status(), 200);
     }
     assert_eq!(a.hits() + b.hits(), 100);
+}
+
+/// `instance` as the metrics label it: `127.0.0.1:port`.
+fn label(url: &str) -> &str {
+    url.trim_start_matches("http://")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retries_after_a_refused_connect_are_counted() {
+    let live = Upstream::start("live").await;
+    // Nothing listens there: every connect is refused.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let (gw, admin) = start(&config_of(&[live.url(), dead.clone()], "", "")).await;
+    let requests = 40;
+    for _ in 0..requests {
+        assert_eq!(get(&gw, "/svc/x").await.status(), 200);
+    }
+    assert_eq!(live.hits(), requests);
+    let text = scrape(admin).await;
+    let on = |name, labels: &[(&str, &str)]| metric(&text, name, labels).unwrap_or(0.0);
+    let retries = on(
+        "gateway_upstream_retries_total",
+        &[("upstream", "svc"), ("reason", "connect")],
+    );
+    let refused = on(
+        "gateway_upstream_failures_total",
+        &[("instance", label(&dead)), ("kind", "connect")],
+    );
+    let tries = |url| {
+        on(
+            "gateway_upstream_requests_total",
+            &[("instance", label(url))],
+        )
+    };
+    assert!(retries > 0.0, "{text}");
+    // Each refused connect was retried, on the live instance.
+    assert_eq!(retries, refused, "{text}");
+    assert_eq!(tries(&dead), retries, "{text}");
+    assert_eq!(tries(&live.url()), requests as f64, "{text}");
+}
+
+/// A keep-alive HTTP/1.1 server that answers the first request on each
+/// connection and drops the connection when the second arrives, as a
+/// server whose keep-alive timeout passed just as the gateway reused it.
+struct Forgetful {
+    url: String,
+    connections: Arc<AtomicUsize>,
+}
+
+impl Forgetful {
+    async fn start() -> Forgetful {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counted = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(Forgetful::serve(stream));
+            }
+        });
+        Forgetful { url, connections }
+    }
+
+    async fn serve(mut stream: TcpStream) {
+        if !read_head(&mut stream).await {
+            return;
+        }
+        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+        if stream.write_all(answer).await.is_err() {
+            return;
+        }
+        // The second request is read, then the connection dropped unanswered.
+        read_head(&mut stream).await;
+    }
+}
+
+/// Reads one request head (bodyless requests only), in at most 10 s.
+async fn read_head(stream: &mut TcpStream) -> bool {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    let read = async {
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        true
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retries_on_a_pooled_connection_the_upstream_dropped_are_counted() {
+    let forgetful = Forgetful::start().await;
+    let (gw, admin) = start(&config_of(std::slice::from_ref(&forgetful.url), "", "")).await;
+    let requests = 10;
+    for _ in 0..requests {
+        let r = get(&gw, "/svc/x").await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), "ok");
+    }
+    // Every request but the first found its pooled connection dropped and
+    // went again on a new one.
+    assert_eq!(forgetful.connections.load(Ordering::SeqCst), requests);
+    let text = scrape(admin).await;
+    let retries = metric(
+        &text,
+        "gateway_upstream_retries_total",
+        &[("upstream", "svc"), ("reason", "reset")],
+    );
+    assert_eq!(retries, Some((requests - 1) as f64), "{text}");
+    // Not the instance's fault: not counted against it.
+    let resets = metric(
+        &text,
+        "gateway_upstream_failures_total",
+        &[("instance", label(&forgetful.url)), ("kind", "reset")],
+    );
+    assert_eq!(resets.unwrap_or(0.0), 0.0, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_more_than_max_ejected_percent_of_the_pool_is_ejected() {
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    a.set_status(500);
+    b.set_status(500);
+    // The default max_ejected_percent, 50: one of two.
+    let (gw, admin) = start(&config(
+        &[&a, &b],
+        "    outlier_detection: {consecutive_failures: 3}",
+        "",
+    ))
+    .await;
+    let requests = 40;
+    for _ in 0..requests {
+        assert_eq!(get(&gw, "/svc/x").await.status(), 500);
+    }
+    let (out, kept) = if a.hits() < b.hits() {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    // Ejected after its third failure; the other took every request since.
+    assert_eq!((out.hits(), kept.hits()), (3, requests - 3));
+    let text = scrape(admin).await;
+    let ejections = |u: &Upstream| {
+        let url = u.url();
+        let labels = [("upstream", "svc"), ("instance", label(&url))];
+        metric(&text, "gateway_upstream_ejections_total", &labels)
+    };
+    assert_eq!(ejections(out), Some(1.0), "{text}");
+    assert_eq!(ejections(kept), Some(0.0), "{text}");
+    let (out_url, kept_url) = (out.url(), kept.url());
+    wait_until(Duration::from_secs(5), "the ejection gauges", || {
+        let text = scrape(admin);
+        let (out_url, kept_url) = (out_url.clone(), kept_url.clone());
+        async move {
+            let text = text.await;
+            let ejected = |url: &str| {
+                let labels = [("upstream", "svc"), ("instance", label(url))];
+                metric(&text, "gateway_upstream_instance_ejected", &labels)
+            };
+            ejected(&out_url) == Some(1.0) && ejected(&kept_url) == Some(0.0)
+        }
+    })
+    .await;
+    // Still failing, still not ejected: requests keep reaching it.
+    for _ in 0..10 {
+        assert_eq!(get(&gw, "/svc/x").await.status(), 500);
+    }
+    assert_eq!((out.hits(), kept.hits()), (3, requests + 7));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -205,14 +390,20 @@ async fn past_max_in_flight_requests_get_503_at_once() {
         calls.push(tokio::spawn(async move {
             let r = c.get(url).send().await.unwrap();
             let retry_after = header(&r, "retry-after").to_string();
-            (r.status().as_u16(), retry_after)
+            let content_type = header(&r, "content-type").to_string();
+            let status = r.status().as_u16();
+            (status, retry_after, content_type, r.text().await.unwrap())
         }));
     }
     let mut counts: HashMap<u16, usize> = HashMap::new();
     for call in calls {
-        let (status, retry_after) = call.await.unwrap();
+        let (status, retry_after, content_type, body) = call.await.unwrap();
         if status == 503 {
             assert_eq!(retry_after, "1");
+            assert_eq!(content_type, "application/json");
+            let body: serde_json::Value =
+                serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {body}"));
+            assert_eq!(body["error"], "Upstream busy", "{body}");
         }
         *counts.entry(status).or_default() += 1;
     }
@@ -349,4 +540,80 @@ async fn consistent_hashing_keeps_keys_and_moves_a_quarter_when_one_of_four_goes
         "{gone} of 200 keys were on the fourth"
     );
     assert_eq!(moved, 0, "keys of the other three stay where they were");
+}
+
+/// Which instance answered each of `rounds` requests of every client (and
+/// its cookie), one set per client: a sticky key gives sets of one.
+async fn owners(
+    clients: &[(reqwest::Client, Option<String>)],
+    url: &str,
+    rounds: usize,
+) -> Vec<HashSet<String>> {
+    let mut owners = Vec::new();
+    for (client, cookie) in clients {
+        let mut seen = HashSet::new();
+        for _ in 0..rounds {
+            let mut request = client.get(url);
+            if let Some(cookie) = cookie {
+                request = request.header("cookie", cookie);
+            }
+            let r = request.send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            seen.insert(header(&r, "x-upstream").to_string());
+        }
+        owners.push(seen);
+    }
+    owners
+}
+
+/// Each key stays on one instance, and the keys spread over more than one.
+fn assert_sticky_and_spread(owners: &[HashSet<String>]) {
+    assert!(owners.iter().all(|o| o.len() == 1), "{owners:?}");
+    let spread: HashSet<&String> = owners.iter().flatten().collect();
+    assert!(spread.len() > 1, "every key on {spread:?}");
+}
+
+async fn four_instances() -> Vec<Upstream> {
+    let mut instances = Vec::new();
+    for name in ["i0", "i1", "i2", "i3"] {
+        instances.push(Upstream::start(name).await);
+    }
+    instances
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn consistent_hashing_on_a_cookie_keeps_each_value_on_one_instance() {
+    let instances = four_instances().await;
+    let all: Vec<&Upstream> = instances.iter().collect();
+    let hashed = "    load_balancing: consistent_hash\n    hash_on: {by: cookie, name: cart}";
+    let (gw, _) = start(&config(&all, hashed, "")).await;
+    // Ten carts (all on one of four by chance: 4^-9), among other cookies.
+    let clients: Vec<_> = (0..10)
+        .map(|i| (client(), Some(format!("theme=dark; cart=c-{i}; lang=en"))))
+        .collect();
+    let owners = owners(&clients, &gw.url("/svc/cart"), 20).await;
+    assert_sticky_and_spread(&owners);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn consistent_hashing_on_the_client_address_keeps_each_on_one_instance() {
+    let instances = four_instances().await;
+    let all: Vec<&Upstream> = instances.iter().collect();
+    let hashed = "    load_balancing: consistent_hash\n    hash_on: {by: ip}";
+    let (gw, _) = start(&config(&all, hashed, "")).await;
+    // Eight client addresses, 127.0.0.2 to .9 (all on one instance by
+    // chance: 4^-7).
+    let clients: Vec<_> = (2..10)
+        .map(|i| {
+            let from: IpAddr = format!("127.0.0.{i}").parse().unwrap();
+            let c = reqwest::Client::builder()
+                .local_address(from)
+                .timeout(Duration::from_secs(15))
+                .build()
+                .unwrap();
+            (c, None)
+        })
+        .collect();
+    let owners = owners(&clients, &gw.url("/svc/cart"), 20).await;
+    assert_sticky_and_spread(&owners);
 }

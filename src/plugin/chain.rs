@@ -59,6 +59,9 @@ pub struct SharedSettings {
 pub struct Shared {
     jwt: Option<Arc<JwtShared>>,
     local_limits: Arc<LocalStore>,
+    /// The `max_keys` of `local_limits` once this `Shared` serves; a store
+    /// taken over keeps its old size until [`Shared::commit`].
+    local_max_keys: usize,
     redis_limits: Option<Arc<RedisStore>>,
     metrics: Option<Arc<Metrics>>,
 }
@@ -72,8 +75,9 @@ pub struct Fresh {
 
 impl Shared {
     /// Keeps from `previous` (what a reload replaces) the parts whose
-    /// settings did not change: the local budgets (resized), a Redis store
-    /// and its connection, fetched JWKS and verified tokens.
+    /// settings did not change: the local budgets (resized by
+    /// [`Shared::commit`]), a Redis store and its connection, fetched JWKS
+    /// and verified tokens. Changes nothing `previous` serves with.
     pub fn new(
         settings: SharedSettings,
         metrics: Option<Arc<Metrics>>,
@@ -121,19 +125,25 @@ impl Shared {
         };
         let max_keys = settings.rate_limits.local_max_keys;
         let local_limits = match previous {
-            Some(p) => {
-                p.local_limits.resize(max_keys);
-                p.local_limits.clone()
-            }
+            Some(p) => p.local_limits.clone(),
             None => Arc::new(LocalStore::new(max_keys)),
         };
         let shared = Shared {
             jwt,
             local_limits,
+            local_max_keys: max_keys,
             redis_limits,
             metrics,
         };
         Ok((shared, fresh))
+    }
+
+    /// Applies what this `Shared` changes in the parts it shares with the
+    /// one it replaces: the local store's `max_keys`. Only once it is
+    /// certain to serve, since a shrink forgets budgets, and a reload
+    /// refused after `new` must leave the running ones as they were.
+    pub fn commit(&self) {
+        self.local_limits.resize(self.local_max_keys);
     }
 
     /// The chain for one route (or for requests that match no route).

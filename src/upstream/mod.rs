@@ -262,17 +262,24 @@ impl Upstream {
             .is_some_and(|o| o.failure_statuses.binary_search(&status).is_ok())
     }
 
-    /// Whether the retry budget allows one more retry (counted if so).
+    /// Whether the retry budget allows one more retry (spent and counted if
+    /// so).
     pub fn try_retry(&self, failure: Failure) -> bool {
         let granted = self.budget.try_retry();
-        if let Some(m) = &self.metrics {
-            if granted {
-                m.retried(failure.kind());
-            } else {
-                m.budget_exhausted();
-            }
+        if granted {
+            self.retried(failure);
+        } else if let Some(m) = &self.metrics {
+            m.budget_exhausted();
         }
         granted
+    }
+
+    /// Counts a retry: `try_retry` for those the budget granted, the proxy
+    /// for those that need none, so every retry shows in the metrics.
+    pub fn retried(&self, failure: Failure) {
+        if let Some(m) = &self.metrics {
+            m.retried(failure.kind());
+        }
     }
 
     fn peer(&self, instance: &instance::Instance, limit: Option<Duration>) -> Box<HttpPeer> {

@@ -3,9 +3,11 @@
 //! 3001-3004, answering plausible JSON. `scripts/demo.sh` starts them next to
 //! the gateway so `curl localhost:3000/users/me` works on a fresh machine.
 //! `POST /login` on the user service hands out an HS256 token signed with
-//! `JWT_SECRET`, as a real user service would.
+//! `JWT_SECRET`, as a real user service would. Any request may ask for
+//! `?delay_ms=N` (at most 10 s) to stand in for a slow service, e.g. to watch
+//! the gateway drain it on shutdown.
 //!
-//!     cargo run --release --example demo_services [-- --host 0.0.0.0]
+//!     cargo run --release -p demo-services [-- --host 0.0.0.0]
 
 use std::convert::Infallible;
 
@@ -65,6 +67,10 @@ async fn handle(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    if let Some(delay) = requested_delay(req.uri().query()) {
+        println!("{service}: holding {method} {} for {delay:?}", req.uri());
+        tokio::time::sleep(delay).await;
+    }
     let body = req
         .into_body()
         .collect()
@@ -123,6 +129,16 @@ fn route(service: &str, method: &Method, path: &str, posted: Value) -> (u16, Val
 
         _ => (404, json!({"error": "Not found"})),
     }
+}
+
+/// `delay_ms=N` in the query, capped so that no demo request hangs for long.
+fn requested_delay(query: Option<&str>) -> Option<std::time::Duration> {
+    let ms: u64 = query?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("delay_ms="))?
+        .parse()
+        .ok()?;
+    Some(std::time::Duration::from_millis(ms.min(10_000)))
 }
 
 /// An hour-long token for user `id`, signed with `JWT_SECRET`.
