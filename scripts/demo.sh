@@ -9,7 +9,10 @@ cd "$(dirname "$0")/.."
 export JWT_SECRET="${JWT_SECRET:-demo-secret-not-for-production}"
 
 ./scripts/install-deps.sh
-cargo build --release -p api-gateway -p demo-services --bins
+# Two builds: one would unify the two packages' dependency features and
+# give a gateway binary other than the one `cargo build` makes.
+cargo build --release --bin api-gateway
+cargo build --release -p demo-services
 bin="${CARGO_TARGET_DIR:-target}/release"
 "$bin/demo_services" &
 demo=$!

@@ -34,6 +34,13 @@ pub enum GatewayError {
     TooManyRequests(u64),
     NotFound,
     PayloadTooLarge,
+    /// The client sent no more of its body for `client.body_timeout`.
+    RequestTimeout,
+    /// The request-target is longer than `client.max_header_line`.
+    UriTooLong,
+    /// A header field, their number or the whole head is over the
+    /// `client` limits.
+    HeadersTooLarge,
     /// No instance of the upstream could be reached.
     BadGateway,
     /// The upstream has `max_in_flight` requests already.
@@ -52,6 +59,9 @@ impl GatewayError {
             GatewayError::TooManyRequests(_) => 429,
             GatewayError::NotFound => 404,
             GatewayError::PayloadTooLarge => 413,
+            GatewayError::RequestTimeout => 408,
+            GatewayError::UriTooLong => 414,
+            GatewayError::HeadersTooLarge => 431,
             GatewayError::BadGateway => 502,
             GatewayError::Overloaded => 503,
             GatewayError::GatewayTimeout => 504,
@@ -68,6 +78,9 @@ impl GatewayError {
             GatewayError::TooManyRequests(_) => "Too many requests",
             GatewayError::NotFound => "Not found",
             GatewayError::PayloadTooLarge => "Request body too large",
+            GatewayError::RequestTimeout => "Request timeout",
+            GatewayError::UriTooLong => "URI too long",
+            GatewayError::HeadersTooLarge => "Request header fields too large",
             GatewayError::BadGateway => "Upstream unavailable",
             GatewayError::Overloaded => "Upstream busy",
             GatewayError::GatewayTimeout => "Upstream timed out",
@@ -123,8 +136,9 @@ impl GatewayError {
                 _ => GatewayError::BadGateway,
             }),
             ErrorSource::Downstream => match e.etype() {
-                WriteError | ReadError | ConnectionClosed => None,
-                ReadTimedout | WriteTimedout => None,
+                WriteError | ReadError | ConnectionClosed | WriteTimedout => None,
+                // The client stopped sending its body: it may still read.
+                ReadTimedout => Some(GatewayError::RequestTimeout),
                 _ => Some(GatewayError::BadRequest("Malformed request".into())),
             },
             ErrorSource::Internal | ErrorSource::Unset => Some(GatewayError::Internal),
@@ -163,6 +177,12 @@ mod tests {
         let mut gone = Error::new(ErrorType::ConnectionClosed);
         gone.as_down();
         assert_eq!(GatewayError::from_proxy_error(&gone), None);
+        let mut stalled = Error::new(ErrorType::ReadTimedout);
+        stalled.as_down();
+        assert_eq!(
+            GatewayError::from_proxy_error(&stalled),
+            Some(GatewayError::RequestTimeout)
+        );
     }
 
     #[test]

@@ -29,6 +29,7 @@ use crate::certs::CertStore;
 use crate::config::{Config, ListenerSettings};
 use crate::control::{self, Status};
 use crate::drain::{Draining, PhaseWatch};
+use crate::edge::connections::Edge;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::reload::{Fixed, Reloader};
@@ -102,12 +103,22 @@ impl Gateway {
             access_log.clone(),
             draining,
         );
-        let mut service = pingora::proxy::http_proxy_service_with_name(
-            &server.configuration,
+        let mut proxy = HttpProxy::new(proxy, server.configuration.clone());
+        proxy.handle_init_modules();
+        if config.server.h2c {
+            let mut options = HttpServerOptions::default();
+            options.h2c = true;
+            proxy.server_options = Some(options);
+        }
+        let edge = Edge::new(
             proxy,
-            "api-gateway",
+            state.clone(),
+            &config.listeners,
+            config.server.h2c,
+            metrics.as_deref(),
         );
-        let certs = listen(&mut service, &config.listeners, config.server.h2c)?;
+        let mut service = Service::new("api-gateway".into(), edge);
+        let certs = listen(&mut service, &config.listeners)?;
         server.add_service(service);
 
         let status_file = control::status_path(&config.server.pid_file);
@@ -152,21 +163,13 @@ impl Gateway {
 }
 
 /// Binds the configured listeners: plain, or TLS with HTTP/2 offered by
-/// ALPN; `h2c` adds HTTP/2 with prior knowledge on plain ones. Returns each
-/// TLS listener's certificate store, for reloads to renew.
+/// ALPN. Returns each TLS listener's certificate store, for reloads to
+/// renew.
 fn listen(
-    service: &mut Service<HttpProxy<Proxy>>,
+    service: &mut Service<Edge>,
     listeners: &[ListenerSettings],
-    h2c: bool,
 ) -> Result<Vec<(SocketAddr, Arc<CertStore>)>, Invalid> {
     let mut certs = Vec::new();
-    if h2c {
-        let mut options = HttpServerOptions::default();
-        options.h2c = true;
-        if let Some(app) = service.app_logic_mut() {
-            app.server_options = Some(options);
-        }
-    }
     for (i, listener) in listeners.iter().enumerate() {
         let address = listener.address.to_string();
         match &listener.tls {

@@ -16,6 +16,7 @@ use api_gateway::config::{self, ConfigError};
 use api_gateway::control::{self, Command};
 use api_gateway::gateway::Gateway;
 use api_gateway::healthcheck;
+use api_gateway::log_summary;
 
 // glibc's malloc was about 12% of the CPU under load (fastbin
 // consolidation, free-list walks); mimalloc cut instructions per request by
@@ -44,7 +45,11 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).build();
+    if log_summary::install(logger).is_err() {
+        return fail("a logger was already installed");
+    }
     // A SIGHUP before the reloader listens must not end the process, which
     // is what it does by default; the reloader takes it over once it runs.
     // SAFETY: setting a signal's disposition to "ignore" runs no handler.

@@ -46,12 +46,23 @@ pub struct Metrics {
     reloads: IntCounterVec,
     last_load: Gauge,
     config_info: IntGaugeVec,
+    client_connections: IntGaugeVec,
+    connections_refused: IntCounterVec,
     /// Plugins' own counters, by name: registered once per process, however
     /// often the plugins are built again.
     plugin_counters: Mutex<HashMap<&'static str, IntCounterVec>>,
 }
 
 impl Metrics {
+    /// The open-connections gauge and the refusals counter of `listener`,
+    /// looked up once rather than per connection.
+    pub fn listener(&self, listener: &str) -> (IntGauge, IntCounter) {
+        (
+            self.client_connections.with_label_values(&[listener]),
+            self.connections_refused.with_label_values(&[listener]),
+        )
+    }
+
     /// Registers every metric; fails if called twice in one process.
     pub fn register() -> Result<Self, String> {
         let e = |e: prometheus::Error| e.to_string();
@@ -67,6 +78,18 @@ impl Metrics {
                 "Time from request to the end of the response, by route",
                 &["route"],
                 vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
+            )
+            .map_err(e)?,
+            client_connections: register_int_gauge_vec!(
+                "gateway_client_connections",
+                "Client connections open, by listener",
+                &["listener"]
+            )
+            .map_err(e)?,
+            connections_refused: register_int_counter_vec!(
+                "gateway_client_connections_refused_total",
+                "Client connections closed at once: their listener had max_connections open",
+                &["listener"]
             )
             .map_err(e)?,
             in_flight: register_int_gauge!(

@@ -2,11 +2,12 @@
 //! and hand the real work to the modules that own it. Each request is
 //! served from the `State` current when it arrived, to its end.
 //!
-//! request_filter          redirect to HTTPS, normalize the path, answer
-//!                         `/` and `/healthz`, pick the route, refuse
-//!                         oversized bodies, then the route's plugins, which
-//!                         may answer or refuse
-//!                         then the upstream's `max_in_flight`
+//! request_filter          the client's timeouts, the head within the
+//!                         `client` limits; redirect to HTTPS, normalize
+//!                         the path, answer `/` and `/healthz`, pick the
+//!                         route, refuse oversized bodies, then the route's
+//!                         plugins, which may answer or refuse, then the
+//!                         upstream's `max_in_flight`
 //! upstream_peer           pick an instance for this try, within the
 //!                         route's deadline and per-try timeout
 //! fail_to_connect,        count the failure against the instance, and
@@ -39,9 +40,10 @@ use pingora::proxy::FailToProxy;
 use pingora::{Error, ErrorType};
 
 use crate::access_log::{AccessLog, LogEntry};
-use crate::config::{InstanceUrl, ListenerSettings, UNMATCHED};
+use crate::config::{ClientSettings, InstanceUrl, ListenerSettings, UNMATCHED};
 use crate::context::{Finished, Refusal, RequestCtx};
 use crate::drain::Draining;
+use crate::edge;
 use crate::error::{Answer, GatewayError};
 use crate::forwarded;
 use crate::headers::text as header_str;
@@ -197,6 +199,8 @@ impl Proxy {
         learned.client_host = header_str(req, &HOST)
             .or_else(|| req.uri.authority().map(|a| a.as_str()))
             .map(str::to_string);
+        // After what the access log names the client by, before any work.
+        edge::check_head(req, &state.client.limits).map_err(Answer::Error)?;
         if let Some(location) = self.https_location(req, learned) {
             return Err(Answer::Redirect(location));
         }
@@ -324,6 +328,16 @@ impl Proxy {
     }
 }
 
+/// The client settings for what follows a request head: the wait for each
+/// read of its body, the idle wait for the next request, and pipelined
+/// requests answered in order (RFC 9112 9.3.2) rather than dropped with the
+/// connection, as Pingora does unless told.
+fn keep_client_settings(session: &mut Session, client: &ClientSettings) {
+    session.set_read_timeout(Some(client.body_timeout));
+    session.set_keepalive(Some(client.keepalive_timeout_secs));
+    session.set_pipelining_enabled(true);
+}
+
 /// What every response gets, the upstream's and the gateway's own alike:
 /// the headers plugins decided on while admitting the request (a request
 /// has one response, so they are moved into it), then each plugin's
@@ -400,6 +414,7 @@ impl ProxyHttp for Proxy {
             .server_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.port());
+        keep_client_settings(session, &ctx.state.client);
         if let Err(answer) = self.admit(session.req_header(), ctx) {
             self.answer(session, ctx, answer).await?;
             return Ok(true);

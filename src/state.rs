@@ -10,7 +10,7 @@ use std::sync::Arc;
 use log::warn;
 
 use crate::background::Task;
-use crate::config::RoutingSettings;
+use crate::config::{ClientSettings, RoutingSettings};
 use crate::forwarded::TrustedProxies;
 use crate::jwt::jwks::RemoteJwks;
 use crate::metrics::Metrics;
@@ -36,6 +36,8 @@ pub struct State {
     pub unmatched: Chain,
     pub trusted_proxies: TrustedProxies,
     pub max_body_size: u64,
+    /// Client timeouts and request head limits.
+    pub client: ClientSettings,
     /// `None`: tracing is off.
     pub tracer: Option<Arc<Tracer>>,
     upstreams: Vec<Arc<Upstream>>,
@@ -120,6 +122,7 @@ impl State {
             unmatched: shared.chain(&settings.unmatched_plugins),
             trusted_proxies: TrustedProxies::new(settings.trusted_proxies),
             max_body_size: settings.max_body_size,
+            client: settings.client,
             tracer,
             upstreams,
             shared,

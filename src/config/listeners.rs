@@ -15,6 +15,8 @@ pub struct ListenerSettings {
     pub http2: bool,
     /// The HTTPS port plain requests are redirected to.
     pub redirect_to: Option<u16>,
+    /// Client connections open at once, at least 1.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,11 +66,18 @@ pub(super) fn validate_listeners(raw: Vec<RawListener>) -> Result<Vec<ListenerSe
                 "only a plain listener redirects to HTTPS",
             ));
         }
+        if l.max_connections == 0 {
+            return Err(Invalid::at(
+                format!("{at}.max_connections"),
+                "must be at least 1",
+            ));
+        }
         listeners.push(ListenerSettings {
             address,
             tls,
             http2: l.http2,
             redirect_to: None,
+            max_connections: l.max_connections,
         });
     }
     let https_port = listeners

@@ -8,6 +8,7 @@
 //! one message naming the file, the key path (`routes[2].upstream`) and the
 //! reason, and request handling never looks anything up by string.
 
+mod client;
 mod env;
 mod listeners;
 mod raw;
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 
+pub use client::{ClientSettings, HeadLimits};
 pub use listeners::{ListenerSettings, TlsFiles};
 pub use routes::{RetryPolicy, Rewrite, RouteSettings, MAX_ATTEMPTS, UNMATCHED};
 pub use server::ServerSettings;
@@ -62,6 +64,7 @@ pub struct Config {
 pub struct RoutingSettings {
     pub trusted_proxies: Vec<IpNet>,
     pub max_body_size: u64,
+    pub client: ClientSettings,
     pub upstreams: Vec<UpstreamSettings>,
     pub routes: Vec<RouteSettings>,
     /// The plugins for requests that match no route (CORS on their 404s,
@@ -112,7 +115,9 @@ fn sha256_hex(bytes: &[u8]) -> String {
     digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Invalid> {
+/// Validates a file's text, taking `${VAR}` values from `env`: `load`
+/// without the file system, for tests and the fuzz targets.
+pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Invalid> {
     Config::try_from(yaml::parse::<RawConfig>(text, env)?)
 }
 
@@ -122,6 +127,7 @@ impl TryFrom<RawConfig> for Config {
     fn try_from(raw: RawConfig) -> Result<Self, Invalid> {
         let server = ServerSettings::try_from(raw.server).map_err(|e| e.under("server"))?;
         let listeners = listeners::validate_listeners(raw.listeners)?;
+        let client = ClientSettings::try_from(raw.client).map_err(|e| e.under("client"))?;
 
         let trusted_proxies = raw
             .trusted_proxies
@@ -222,6 +228,7 @@ impl TryFrom<RawConfig> for Config {
             routing: RoutingSettings {
                 trusted_proxies,
                 max_body_size: raw.max_body_size.0,
+                client,
                 upstreams,
                 routes,
                 unmatched_plugins,
@@ -266,7 +273,7 @@ upstreams:
   users: {instances: ['http://127.0.0.1:3001']}
 ";
 
-    const BASE: &str = "
+    pub(crate) const BASE: &str = "
 listeners: [{address: '127.0.0.1:3000'}]
 upstreams:
   users: {instances: ['http://127.0.0.1:3001']}

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::client::RawClient;
 use super::tracing::RawTracing;
 use crate::access_log::Format;
 use crate::plugin::cors::RawCors;
@@ -28,6 +29,8 @@ pub struct RawConfig {
     pub trusted_proxies: Vec<String>,
     #[serde(default = "default_max_body_size")]
     pub max_body_size: ByteSize,
+    #[serde(default)]
+    pub client: RawClient,
     #[serde(default)]
     pub access_log: RawAccessLog,
     pub jwt: Option<RawJwt>,
@@ -109,6 +112,13 @@ pub struct RawListener {
     /// URL on the first TLS listener.
     #[serde(default)]
     pub redirect_to_https: bool,
+    /// Client connections open at once; more are closed as they come.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_max_connections() -> usize {
+    10_000
 }
 
 #[derive(Debug, Deserialize)]
