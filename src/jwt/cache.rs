@@ -49,7 +49,10 @@ impl TokenCache {
     /// Remembers a token that just passed every check.
     pub fn put(&self, token: &str, claims: Arc<Claims>, now: u64) {
         let exp = claims.get("exp").and_then(|e| e.as_f64()).map(|e| e as u64);
-        let expires = exp.map_or(now + self.ttl, |exp| exp.min(now + self.ttl));
+        // Saturating: `cache_ttl` has no upper bound, and a wrapped sum
+        // would lie in the past and quietly turn the cache off.
+        let until = now.saturating_add(self.ttl);
+        let expires = exp.map_or(until, |exp| exp.min(until));
         if expires <= now {
             return;
         }
@@ -82,6 +85,18 @@ mod tests {
         assert!(cache.get("no-exp", 1059).is_some());
         assert!(cache.get("expired", 1000).is_none());
         assert!(cache.get("never-put", 1000).is_none());
+    }
+
+    #[test]
+    fn the_longest_ttl_still_caches() {
+        // Found with fuzz/fuzz_targets/jwt_token.rs: `now + ttl` overflowed
+        // for `cache_ttl: 18446744073709551615s`, which config accepts.
+        let cache = TokenCache::new(100, Duration::from_secs(u64::MAX)).unwrap();
+        cache.put("no-exp", claims(json!({})), 1000);
+        cache.put("exp", claims(json!({"exp": 5000})), 1000);
+        assert!(cache.get("no-exp", u64::MAX - 1).is_some());
+        assert!(cache.get("exp", 4999).is_some());
+        assert!(cache.get("exp", 5000).is_none());
     }
 
     #[test]

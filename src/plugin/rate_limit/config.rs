@@ -187,6 +187,11 @@ impl TryFrom<RawBackends> for Backends {
     }
 }
 
+/// How long a budget spent to the last request takes to be whole again, at
+/// most: far beyond any useful limit, and far below what GCRA's u64
+/// nanoseconds can hold.
+const MAX_BURST_WINDOW: Duration = Duration::from_secs(10 * 365 * 86_400);
+
 impl RateLimitPolicy {
     /// A section with `enabled: true` (the caller leaves out the others)
     /// for the place `applies_to` (`global`, `route:/users`).
@@ -204,9 +209,11 @@ impl RateLimitPolicy {
                 ))
             }
         };
-        if raw.per.is_zero()
-            || raw.per / u32::try_from(requests).unwrap_or(u32::MAX) < Duration::from_micros(1)
-        {
+        // GCRA counts in u64 nanoseconds (`Gcra::new`): one request's
+        // interval must not round to zero, which it divides by, and a whole
+        // burst must fit with room to spare for the clock it is added to.
+        let interval = raw.per.as_nanos() / u128::from(requests);
+        if interval < Duration::from_micros(1).as_nanos() {
             return Err(Invalid::at(
                 "per",
                 "too short for that many requests (at most one per microsecond)",
@@ -215,6 +222,13 @@ impl RateLimitPolicy {
         let burst = raw.burst.unwrap_or(requests);
         if burst == 0 {
             return Err(Invalid::at("burst", "must be at least 1"));
+        }
+        let window = interval.checked_mul(u128::from(burst));
+        if window.is_none_or(|w| w > MAX_BURST_WINDOW.as_nanos()) {
+            return Err(Invalid::at(
+                if raw.burst.is_some() { "burst" } else { "per" },
+                "a whole burst must be earned back within 10 years (burst × per / requests)",
+            ));
         }
         let key = match raw.key {
             RawRateKey::Ip => KeySource::Ip,
@@ -293,6 +307,30 @@ mod tests {
     }
 
     #[test]
+    fn the_widest_limits_gcra_can_count_are_accepted() {
+        for (section, interval_ns) in [
+            // One request per microsecond, the shortest interval.
+            ("{requests: 1000000, per: 1s}", 1_000),
+            // More requests than a u32 holds: the interval is still exact.
+            (
+                "{requests: 10000000000000, per: 10000000s, burst: 1000}",
+                1_000,
+            ),
+            // A burst earned back in exactly 10 years.
+            ("{requests: 1, per: 1d, burst: 3650}", 86_400_000_000_000),
+        ] {
+            let c = parsed(&with_route(&format!("rate_limit: {section}"), ""));
+            let Some(PluginConfig::RateLimit(limit)) = c.routing.unmatched_plugins.last() else {
+                panic!("no rate limit for {section}");
+            };
+            let gcra = crate::plugin::rate_limit::Gcra::new(limit.requests, limit.per, limit.burst);
+            assert_eq!(gcra.interval, interval_ns, "{section}");
+            let (decision, _) = gcra.decide(None, 0);
+            assert!(decision.allowed);
+        }
+    }
+
+    #[test]
     fn bad_rate_limits_name_key_and_reason() {
         let cases: Vec<(String, &str)> = vec![
             (
@@ -310,6 +348,21 @@ mod tests {
             (
                 with_route("rate_limit: {requests: 10, per: 0s}", ""),
                 "rate_limit.per: too short",
+            ),
+            // The next three used to pass and then panic in `Gcra` (found
+            // by fuzz/fuzz_targets/rate_limit_key.rs): an interval of 0
+            // divided by, and tolerances that overflow u64 nanoseconds.
+            (
+                with_route("rate_limit: {requests: 9223372036854775807, per: 2h}", ""),
+                "rate_limit.per: too short",
+            ),
+            (
+                with_route("rate_limit: {requests: 10, per: 14444444444440s}", ""),
+                "rate_limit.per: a whole burst must be earned back within 10 years",
+            ),
+            (
+                with_route("", "rate_limit: {requests: 1, burst: 100000000000}"),
+                "routes[0].rate_limit.burst: a whole burst must be earned back",
             ),
             (
                 with_route("rate_limit: {requests: 10, key: {by: cookie}}", ""),

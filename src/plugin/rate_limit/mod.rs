@@ -134,7 +134,7 @@ impl RateLimit {
 
     /// `scope|kind:value`: budgets of different policies and key kinds
     /// never mix.
-    fn key(&self, req: &RequestHeader, ctx: &RequestCtx) -> String {
+    pub fn key(&self, req: &RequestHeader, ctx: &RequestCtx) -> String {
         let by_ip = || {
             let ip = ctx.client_ip.map(IpText::new);
             let ip = ip.as_ref().map_or("unknown", IpText::as_str);
@@ -148,15 +148,26 @@ impl RateLimit {
                 _ => by_ip(),
             },
             KeySource::Header(name) => match req.headers.get(name).map(|v| v.as_bytes()) {
-                Some(value) if !value.is_empty() => format!(
-                    "{}|header:{}",
-                    self.policy.scope,
-                    String::from_utf8_lossy(value)
-                ),
+                Some(value) if !value.is_empty() => match std::str::from_utf8(value) {
+                    Ok(text) => format!("{}|header:{text}", self.policy.scope),
+                    // A lossy conversion would turn every invalid byte
+                    // into the same U+FFFD, so that clients sending
+                    // different bytes would share one budget.
+                    Err(_) => format!("{}|header-hex:{}", self.policy.scope, hex(value)),
+                },
                 _ => by_ip(),
             },
         }
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    bytes
+        .iter()
+        .flat_map(|b| [DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 0x0f)]])
+        .map(char::from)
+        .collect()
 }
 
 #[async_trait]
@@ -282,6 +293,43 @@ mod tests {
         }
         // The burst (100) plus 0.2 s at 100/s (20).
         assert!((100..=121).contains(&allowed), "{allowed}");
+    }
+
+    fn header_limit() -> RateLimit {
+        let policy = RateLimitPolicy {
+            requests: 5,
+            per: Duration::from_secs(1),
+            burst: 5,
+            key: KeySource::Header(http::HeaderName::from_static("x-api-key")),
+            backend: config::BackendKind::Local,
+            scope: "route:/x@5/1s/5/header:x-api-key".into(),
+        };
+        RateLimit::new(policy, Store::Local(Arc::new(LocalStore::new(16))), None)
+    }
+
+    fn key_for(limit: &RateLimit, value: &[u8]) -> String {
+        let mut req = RequestHeader::build("GET", b"/x", None).unwrap();
+        req.insert_header("x-api-key", HeaderValue::from_bytes(value).unwrap())
+            .unwrap();
+        limit.key(&req, &RequestCtx::default())
+    }
+
+    #[test]
+    fn header_keys_keep_every_byte() {
+        // Found by fuzz/fuzz_targets/rate_limit_key.rs: both values used to
+        // become `\u{fffd}` and one budget.
+        let limit = header_limit();
+        assert_ne!(key_for(&limit, b"k\xff"), key_for(&limit, b"k\xfe"));
+        assert_eq!(
+            key_for(&limit, b"k\xff"),
+            "route:/x@5/1s/5/header:x-api-key|header-hex:6bff"
+        );
+        assert_eq!(
+            key_for(&limit, "clé-1".as_bytes()),
+            "route:/x@5/1s/5/header:x-api-key|header:clé-1"
+        );
+        // A text value that spells out another's hex is another kind of key.
+        assert_ne!(key_for(&limit, b"6bff"), key_for(&limit, b"k\xff"));
     }
 
     #[test]
