@@ -2,7 +2,8 @@
 //! route. `check_head` holds each request head to the `client` limits, so
 //! that an oversized head is answered (414 or 431) and never forwarded;
 //! `connections` counts and caps each listener's connections and sets the
-//! client timeouts Pingora reads with.
+//! wait for a new connection's first head (the proxy sets the body and
+//! keep-alive waits on each request).
 //!
 //! Pingora's own parser sits in front of both: it refuses heads over 1 MiB
 //! or with more than 256 fields, and malformed ones (a space before a
