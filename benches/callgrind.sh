@@ -15,15 +15,20 @@
 #           repeated, so the verified-token cache answers after the first)
 #   trace   full, with tracing on (every request sampled, spans exported
 #           over OTLP/HTTP to the NGINX upstream, which answers 200)
+#   floor   examples/pingora_floor.rs, the least a Pingora proxy does for
+#           routing only's job: what the gateway's framework costs
 #
 #   apt-get install -y valgrind nginx-light
 #   bash benches/callgrind.sh [target ...]     # default: route full jwt trace
 #   GATEWAY_BIN=/tmp/old-api-gateway bash benches/callgrind.sh   # a baseline
+#   FLOOR_BIN=/tmp/old-pingora_floor bash benches/callgrind.sh floor
 #   CALLGRIND_KEEP=/tmp/dumps bash benches/callgrind.sh full   # keep the dumps
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "valgrind is missing: apt-get install -y valgrind" >&2; exit 1; }
 source benches/common.sh
+cargo build --release --quiet --example pingora_floor
+floor_bin="${FLOOR_BIN:-${CARGO_TARGET_DIR:-target}/release/examples/pingora_floor}"
 # GATEWAY_BIN=path/to/other/api-gateway measures another build (a baseline).
 bin="${GATEWAY_BIN:-$bin}"
 targets=("${@:-route full jwt trace}")
@@ -84,11 +89,17 @@ for target in "${targets[@]}"; do
     config "$target" > "$work/$target.yaml"
     path=/users/me
     [ "$target" = jwt ] && path=/products/1
+    command=("$bin" -c "$work/$target.yaml")
+    if [ "$target" = floor ]; then
+        printf 'version: 1\nthreads: 1\nwork_stealing: false\npid_file: %s\nupgrade_sock: %s\n' \
+            "$work/floor.pid" "$work/floor.sock" > "$work/floor.yaml"
+        command=("$floor_bin" "127.0.0.1:$gateway_port" "127.0.0.1:$upstream_port" -c "$work/floor.yaml")
+    fi
     valgrind --tool=callgrind --callgrind-out-file="$work/$target.%p.out" \
-        "$bin" -c "$work/$target.yaml" > "$work/$target.stdout" 2>&1 &
+        "${command[@]}" > "$work/$target.stdout" 2>&1 &
     pid=$!
     stop_on_exit+=("$pid")
-    until curl -sf "http://127.0.0.1:$gateway_port/" >/dev/null; do
+    until curl -sf -o /dev/null "http://127.0.0.1:$gateway_port/users/me"; do
         kill -0 "$pid" 2>/dev/null || { cat "$work/$target.stdout" >&2; exit 1; }
         sleep 0.1
     done
@@ -96,7 +107,11 @@ for target in "${targets[@]}"; do
     callgrind_control --zero "$pid" >/dev/null 2>&1
     load "$path" 2000
     callgrind_control --dump="$target" "$pid" >/dev/null 2>&1
-    kill -INT "$pid"
+    # The floor has nothing to flush, and Pingora's own fast shutdown can
+    # spin (README, Operations).
+    signal=INT
+    [ "$target" = floor ] && signal=KILL
+    kill "-$signal" "$pid"
     wait "$pid" || true
     total=$(grep -h '^totals:\|^summary:' "$work/$target.$pid.out".* | awk '{print $2}' | sort -n | tail -1)
     # CALLGRIND_KEEP=dir keeps the dumps, for callgrind_annotate.
