@@ -21,13 +21,15 @@
 //! response_filter         the request id and the headers plugins decided
 //!                         on; plugins adjust the rest; `Connection: close`
 //!                         while draining
-//! fail_to_proxy           turn a failure into a JSON 4xx/5xx
+//! fail_to_proxy           turn a failure into a JSON 4xx/5xx, then read
+//!                         what is left of a refused body (a bounded
+//!                         lingering close) so the answer is not lost
 //! logging                 one access-log line, the metrics, and the
 //!                         plugins' look at the finished request
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -354,6 +356,37 @@ fn finish_response(
         plugin.response(req, resp, &ctx.req)?;
     }
     Ok(())
+}
+
+/// How long a connection closed with its request body unread goes on
+/// reading (and discarding) it: NGINX's `lingering_close`.
+const LINGER: Duration = Duration::from_secs(5);
+
+/// Whether a client answered with `error` may still be sending its body:
+/// one whose body was refused, or whose upstream failed, may; one that
+/// stalled or broke its body is not.
+fn may_still_be_sending(error: &GatewayError) -> bool {
+    matches!(
+        error,
+        GatewayError::PayloadTooLarge
+            | GatewayError::BadGateway
+            | GatewayError::GatewayTimeout
+            | GatewayError::Internal
+    )
+}
+
+/// Reads what is left of the request body, for at most `LINGER`, before the
+/// connection closes. Closed with the client's data unread, the socket would
+/// answer it with a reset, which can reach the client before the error
+/// response does (a 413 for a body over the limit would become a connection
+/// reset while the client is still sending).
+async fn linger(session: &mut Session) {
+    if session.is_body_done() {
+        return;
+    }
+    session.set_total_drain_timeout(Some(LINGER));
+    // Whatever the outcome, the connection closes next.
+    let _ = session.drain_request_body().await;
 }
 
 fn client_peer(session: &Session) -> Option<IpAddr> {
@@ -684,6 +717,7 @@ impl ProxyHttp for Proxy {
         // so the answer says so: a client must not send its next request
         // down it.
         session.set_keepalive(None);
+        let still_sending = error.as_ref().is_some_and(may_still_be_sending);
         let error_code = match error {
             // Once the response has started there is no way to change it.
             Some(err) if session.response_written().is_none() => self
@@ -693,6 +727,9 @@ impl ProxyHttp for Proxy {
             Some(err) => err.status(),
             None => 0,
         };
+        if still_sending {
+            linger(session).await;
+        }
         FailToProxy {
             error_code,
             can_reuse_downstream: false,

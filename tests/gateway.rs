@@ -544,6 +544,31 @@ async fn bodies_over_the_limit_get_413() {
     assert_eq!(users.completed(), 1);
 }
 
+/// A client that writes its whole body before reading, as simple clients
+/// do, still gets the 413: the gateway reads the rest of a refused body
+/// before closing (a lingering close). Closed with the body unread, the
+/// socket would answer the client's next writes with a reset, and the 413
+/// would be lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_refused_midway_is_read_to_its_end_and_gets_413() {
+    let users = Upstream::start("user-service").await;
+    let products = Upstream::start("product-service").await;
+    let gw = Gateway::start(&two_routes(&users, &products, "max_body_size: 1MiB\n")).await;
+    let chunk = format!("10000\r\n{}\r\n", "y".repeat(64 << 10));
+    let request = format!(
+        "POST /users/upload HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n{}0\r\n\r\n",
+        chunk.repeat(48)
+    );
+    let r = raw_request(gw.port(), &request).await;
+    assert_eq!(r.status, 413);
+    assert!(r.json()["error"].is_string());
+    assert_eq!(
+        users.completed(),
+        0,
+        "an oversized body reached the upstream whole"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_access_log_has_one_json_line_per_request() {
     let users = Upstream::start("user-service").await;
