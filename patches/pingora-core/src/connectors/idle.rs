@@ -1,16 +1,6 @@
-// Copyright 2026 Cloudflare, Inc.
-//
-// Licensed under the Apache License, Version 2.0 (the "License");
-// you may not use this file except in compliance with the License.
-// You may obtain a copy of the License at
-//
-// http://www.apache.org/licenses/LICENSE-2.0
-//
-// Unless required by applicable law or agreed to in writing, software
-// distributed under the License is distributed on an "AS IS" BASIS,
-// WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
-// See the License for the specific language governing permissions and
-// limitations under the License.
+// Not part of the published crate: added by api-gateway's patch to
+// pingora-core 0.9.1 (see patches/README.md), under the crate's licence,
+// the Apache License, Version 2.0 (http://www.apache.org/licenses/LICENSE-2.0).
 
 //! Idle upstream streams kept for reuse (api-gateway's patch).
 //!
