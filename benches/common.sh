@@ -28,3 +28,22 @@ http { access_log off;
 CONF
     "$@" nginx -c "$work/nginx.conf"
 }
+
+# The gateway with everything on but tracing, as compare.sh (gw-full) and
+# scaling.sh run it: $1 is the `server:` mapping, $2 the access log file;
+# the ports and the JWT secret come from the caller's $gateway_port,
+# $upstream_port and $secret.
+everything_on_config() {
+    cat <<CONF
+server: $1
+listeners: [{address: "127.0.0.1:$gateway_port"}]
+access_log: {format: json, output: $2}
+cors: {allow_origins: ['*']}
+rate_limit: {requests: 1000000, per: 1s}
+jwt: {keys: [{secret: '$secret'}], claim_headers: {sub: X-User-Id}}
+upstreams: {users: {instances: ["http://127.0.0.1:$upstream_port"]}}
+routes:
+  - {prefix: /users, upstream: users}
+  - {prefix: /products, upstream: users, auth: required}
+CONF
+}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The gateway against what a user could run instead, in one run. oha drives
-# each target with 64 keep-alive connections for 10 s after a 3 s warm-up:
+# The gateway against what a user could run instead, in one run, under two
+# load generators. oha and wrk each drive every target with 64 keep-alive
+# connections for 8 s after a 2 s warm-up:
 #   direct          the NGINX upstream itself (the limit of one hop)
 #   nginx           NGINX proxy_pass: prefix strip, upstream keep-alive, a
 #                   CORS header, a buffered access log
@@ -8,43 +9,60 @@
 #                   (to the upstream and back) and X-Forwarded-For
 #   nginx-full-jwt  nginx-full's /products route, which verifies an HS256
 #                   token in njs (benches/nginx_jwt.js)
+#   haproxy, caddy  HAProxy 2.6 and Caddy 2.6 (Debian's) doing NGINX plain's
+#                   job with their own access logs (benches/peers.sh)
+#   pingap          pingap 0.13.1, the Pingora-based gateway, doing the same
+#   pingap-full     pingap with the gateway's features where its plugins
+#                   have them: request id, a per-address rate that never
+#                   triggers, CORS, a JSON-shaped access log, X-Forwarded-*
+#   pingap-jwt      pingap-full's /products route: its jwt plugin checks an
+#                   HS256 token on every request (no cache)
 #   floor           the least a Pingora proxy does for nginx's job
 #                   (examples/pingora_floor.rs): what the gateway's
 #                   framework costs before any gateway code runs
 #   gw-route        the gateway, routing only (no log)
+#   gw-log          routing only with its JSON access log: NGINX plain's job
 #   gw-full         the gateway with CORS, a local rate limit that never
 #                   triggers, request ids and a JSON access log to a file
 #   gw-jwt          gw-full's /products route, which verifies an HS256 token
 #                   (the load repeats one token, so after the first request
 #                   the gateway's verified-token cache answers)
 #   gw-jwt-nocache  gw-jwt with that cache off: an HMAC per request, as njs
-#                   does (NGINX full has no such cache)
+#                   and pingap do (neither has such a cache)
 #   gw-nolog        gw-full without its access log (what the log costs)
-# Before any load, both JWT routes must pass the token and answer 401 to no
+# benches/peers.sh says, peer by peer, where their features differ.
+# Before any load, every JWT route must pass the token and answer 401 to no
 # token, a tampered one and an expired one. Every proxy runs one worker
-# pinned to CPU 0; oha and the upstream share CPU 1. Passes are interleaved
-# (this VM drifts 20-40% between runs, so only ratios within a pass mean
-# much). Per target and pass: req/s, p50/p99, non-2xx and errors, the
-# proxy's CPU µs per response (utime+stime from /proc before and after,
-# with the user/kernel split), RSS after start (before any load) and at its
-# peak, and CPU per request against NGINX plain and NGINX full (JWT targets
-# against nginx-full-jwt). Then medians over the passes, and one fixed-rate
-# run (5000 req/s, oha's latency correction) comparing latency at equal
-# load, where a saturated proxy's latency would only be its queue. Markdown
-# tables on stdout.
+# pinned to CPU 0; the load generator and the upstream share CPU 1. Passes
+# are interleaved (this VM drifts 20-40% between runs, so only ratios
+# within a pass mean much). Per target, generator and pass: req/s, p50/p99,
+# non-2xx and errors, the proxy's CPU µs per response (utime+stime of all
+# its threads from /proc before and after, with the user/kernel split),
+# busy (that CPU over the wall time: below ~95% the load generator, not the
+# proxy, set the pace), RSS after start and at its peak, and the load
+# generator's own CPU per response. Then medians of
+# the per-pass ratios for each generator side by side, the issue's targets,
+# and a fixed-rate run per pass (5000 req/s, oha's latency correction)
+# comparing latency at equal load, where a saturated proxy's latency would
+# only be its queue. Markdown tables on stdout. benches/scaling.sh measures two
+# worker threads against one.
 #
-#   apt-get install -y nginx-light libnginx-mod-http-js
-#   cargo install oha --locked     # ~12 minutes, once
+#   apt-get install -y nginx-light libnginx-mod-http-js wrk haproxy caddy protobuf-compiler
+#   cargo install oha --locked                           # ~12 minutes, once
+#   cargo install pingap --version 0.13.1 --locked       # ~20 minutes, once (needs protoc)
 #   pip install pyjwt
-#   bash benches/compare.sh [passes]     # default 3; ~2.7 min a pass + 2 min
+#   bash benches/compare.sh [passes]     # default 3; ~8 min a pass
 set -euo pipefail
 shopt -s inherit_errexit   # a failed step inside $(measure ...) stops the run
 cd "$(dirname "$0")/.."
-command -v oha >/dev/null || { echo "oha is missing: cargo install oha --locked" >&2; exit 1; }
+for tool in oha wrk haproxy caddy pingap; do
+    command -v "$tool" >/dev/null || { echo "$tool is missing: see the header of $0" >&2; exit 1; }
+done
 njs_module=/usr/lib/nginx/modules/ngx_http_js_module.so
 [ -f "$njs_module" ] || { echo "njs is missing: apt-get install -y libnginx-mod-http-js" >&2; exit 1; }
 passes="${1:-3}"
 source benches/common.sh
+source benches/peers.sh
 cargo build --release --quiet --example pingora_floor
 floor_bin="${CARGO_TARGET_DIR:-target}/release/examples/pingora_floor"
 upstream_port=18481 nginx_port=18482 gateway_port=18483
@@ -56,7 +74,7 @@ start_upstream "$upstream_port" taskset -c 1
 read -r token tampered expired < <(python3 - "$secret" <<'PY'
 import base64, json, sys, time, jwt
 secret, now = sys.argv[1], int(time.time())
-claims = {"sub": "u-1", "iat": now, "exp": now + 3600}
+claims = {"sub": "u-1", "iat": now, "exp": now + 6 * 3600}
 token = jwt.encode(claims, secret, algorithm="HS256")
 header, _, signature = token.split(".")
 other = base64.urlsafe_b64encode(json.dumps(dict(claims, sub="u-2")).encode()).decode().rstrip("=")
@@ -116,18 +134,10 @@ access_log: {format: off}
 upstreams: {users: {instances: ["http://127.0.0.1:$upstream_port"]}}
 routes: [{prefix: /users, upstream: users}]
 CONF
-cat > "$work/gw-full.yaml" <<CONF
-server: {threads: 1, work_stealing: false, pid_file: $work/gw.pid, upgrade_sock: $work/gw.sock}
-listeners: [{address: "127.0.0.1:$gateway_port"}]
-access_log: {format: json, output: $work/access.json}
-cors: {allow_origins: ['*']}
-rate_limit: {requests: 1000000, per: 1s}
-jwt: {keys: [{secret: '$secret'}], claim_headers: {sub: X-User-Id}}
-upstreams: {users: {instances: ["http://127.0.0.1:$upstream_port"]}}
-routes:
-  - {prefix: /users, upstream: users}
-  - {prefix: /products, upstream: users, auth: required}
-CONF
+sed "s|^access_log: .*|access_log: {format: json, output: $work/access-route.json}|" \
+    "$work/gw-route.yaml" > "$work/gw-log.yaml"
+everything_on_config "{threads: 1, work_stealing: false, pid_file: $work/gw.pid, upgrade_sock: $work/gw.sock}" \
+    "$work/access.json" > "$work/gw-full.yaml"
 cat > "$work/floor.yaml" <<CONF
 version: 1
 threads: 1
@@ -159,6 +169,10 @@ start() {
             taskset -c 0 nginx -c "$work/nginx-$kind/nginx.conf"
             wait_for "http://127.0.0.1:$nginx_port/users/me"
             echo "$(pgrep -P "$(cat "$work/nginx-$kind/nginx.pid")") http://127.0.0.1:$nginx_port$path" ;;
+        haproxy | caddy | pingap*)
+            local pid _
+            read -r pid _ < <(peer_start "$(peer_of "$1")")
+            echo "$pid http://127.0.0.1:$gateway_port$path" ;;
         floor)
             taskset -c 0 "$floor_bin" "127.0.0.1:$gateway_port" "127.0.0.1:$upstream_port" \
                 -c "$work/floor.yaml" >/dev/null 2>&1 &
@@ -167,7 +181,7 @@ start() {
             echo "$! http://127.0.0.1:$gateway_port$path" ;;
         gw-*)
             local conf=gw-full
-            case "$1" in gw-route | gw-nolog | gw-jwt-nocache) conf=$1 ;; esac
+            case "$1" in gw-route | gw-log | gw-nolog | gw-jwt-nocache) conf=$1 ;; esac
             taskset -c 0 "$bin" -c "$work/$conf.yaml" >/dev/null 2>&1 &
             echo $! > "$work/gw-running.pid"   # for stop_all if the run fails
             wait_for "http://127.0.0.1:$gateway_port/"
@@ -175,10 +189,21 @@ start() {
     esac
 }
 
+# The peer (benches/peers.sh) a target runs: pingap-jwt is pingap-full's
+# /products route.
+peer_of() {
+    case "$1" in
+        pingap) echo pingap-route ;;
+        pingap-jwt) echo pingap-full ;;
+        *) echo "$1" ;;
+    esac
+}
+
 stop() {
     local pid signal=INT
     case "$1" in
         direct) return ;;
+        haproxy | caddy | pingap*) peer_stop "$(peer_of "$1")" "$2"; return ;;
         nginx) pid=$(cat "$work/nginx-plain/nginx.pid") ;;
         nginx-full*) pid=$(cat "$work/nginx-full/nginx.pid") ;;
         # Pingora's own fast shutdown can spin (README, Operations); the
@@ -197,7 +222,9 @@ stop_all() {
     for f in "$work"/nginx-*/nginx.pid "$work/gw-running.pid"; do
         [ -f "$f" ] && kill -INT "$(cat "$f")" 2>/dev/null
     done
-    [ -f "$work/floor-running.pid" ] && kill -KILL "$(cat "$work/floor-running.pid")" 2>/dev/null
+    for f in "$work/floor-running.pid" "$work/peer-running.pid"; do
+        [ -f "$f" ] && kill -KILL "$(cat "$f")" 2>/dev/null
+    done
     cleanup
 }
 trap stop_all EXIT
@@ -224,122 +251,80 @@ check_auth() {
     stop "$target" "$pid"
 }
 check_auth nginx-full-jwt
+check_auth pingap-jwt
 check_auth gw-jwt
 check_auth gw-jwt-nocache
 
 headers=(-H "Authorization: Bearer $token" -H "Origin: http://shop.test")
 
-# Prints "rps p50_ms p99_ms bad cpu_us user_us sys_us idle_rss_mb peak_rss_mb"
-# for one target; extra arguments go to oha (e.g. a fixed rate).
+# Runs generator $1 against URL $2 for $3 seconds; extra arguments go to
+# the generator. Prints "responses rps p50_ms p99_ms bad".
+load() {
+    local generator=$1 url=$2 seconds=$3
+    shift 3
+    if [ "$generator" = oha ]; then
+        taskset -c 1 oha -z "${seconds}s" -w -c 64 --no-tui --output-format json "$@" "${headers[@]}" "$url" |
+            python3 benches/compare.py oha
+    else
+        taskset -c 1 wrk -t1 -c64 -d"${seconds}s" --latency "$@" "${headers[@]}" "$url" |
+            python3 benches/compare.py wrk
+    fi
+}
+
+# Prints "rps p50_ms p99_ms bad cpu_us user_us sys_us busy idle_rss_mb
+# peak_rss_mb generator_us" for target $2 under generator $1 (the last is
+# the generator's own CPU per response); extra arguments go to the
+# generator (e.g. a fixed rate).
 measure() {
-    local target=$1 pid url
-    shift
+    local generator=$1 target=$2 pid url
+    shift 2
     read -r pid url < <(start "$target")
     local idle_rss
     idle_rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
-    taskset -c 1 oha -z 3s -c 64 --no-tui "${headers[@]}" "$url" >/dev/null
-    local before after
+    load "$generator" "$url" 2 >/dev/null
+    local before after t0 t1 g0 g1 result me=$BASHPID
+    # The generator's CPU: what this shell's reaped children used.
+    g0=$(awk '{print $16 + $17}' "/proc/$me/stat")
     before=$(awk '{print $14, $15}' "/proc/$pid/stat")
-    taskset -c 1 oha -z 10s -w -c 64 --no-tui --output-format json "$@" "${headers[@]}" "$url" > "$work/oha.json"
+    t0=$(date +%s.%N)
+    result=$(load "$generator" "$url" 8 "$@")
+    t1=$(date +%s.%N)
     after=$(awk '{print $14, $15}' "/proc/$pid/stat")
+    g1=$(awk '{print $16 + $17}' "/proc/$me/stat")
     local peak_rss
     peak_rss=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
     stop "$target" "$pid"
-    python3 - "$work/oha.json" "$before" "$after" "$idle_rss" "$peak_rss" "$(getconf CLK_TCK)" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1]))
-codes, errors = r["statusCodeDistribution"], r["errorDistribution"]
-n = sum(codes.values())
-bad = sum(v for k, v in codes.items() if not k.startswith("2")) + sum(errors.values())
-(u0, s0), (u1, s1) = [map(int, x.split()) for x in sys.argv[2:4]]
-hz = int(sys.argv[6])
-us = lambda ticks: ticks * 1e6 / hz / max(n, 1)
-p = r["latencyPercentiles"]
-print(f'{r["summary"]["requestsPerSec"]:.0f} {p["p50"]*1e3:.2f} {p["p99"]*1e3:.2f} {bad} '
-      f'{us(u1 - u0 + s1 - s0):.1f} {us(u1 - u0):.1f} {us(s1 - s0):.1f} '
-      f'{int(sys.argv[4]) / 1024:.1f} {int(sys.argv[5]) / 1024:.1f}')
+    python3 - $result "$before" "$after" "$t0" "$t1" "$idle_rss" "$peak_rss" "$(getconf CLK_TCK)" \
+        "$((g1 - g0))" <<'PY'
+import sys
+n, rps, p50, p99, bad = sys.argv[1:6]
+(u0, s0), (u1, s1) = [map(int, x.split()) for x in sys.argv[6:8]]
+wall = float(sys.argv[9]) - float(sys.argv[8])
+hz = int(sys.argv[12])
+n = max(int(n), 1)
+us = lambda ticks: ticks * 1e6 / hz / n
+busy = (u1 - u0 + s1 - s0) / hz / wall * 100
+print(f'{rps} {p50} {p99} {bad} {us(u1 - u0 + s1 - s0):.2f} {us(u1 - u0):.2f} {us(s1 - s0):.2f} '
+      f'{busy:.0f} {int(sys.argv[10]) / 1024:.1f} {int(sys.argv[11]) / 1024:.1f} {us(int(sys.argv[13])):.2f}')
 PY
 }
 
-targets=(direct nginx nginx-full nginx-full-jwt floor gw-route gw-nolog gw-full gw-jwt gw-jwt-nocache)
+targets=(direct nginx nginx-full nginx-full-jwt haproxy caddy pingap pingap-full pingap-jwt
+    floor gw-route gw-log gw-nolog gw-full gw-jwt gw-jwt-nocache)
+fixed_targets=(nginx nginx-full nginx-full-jwt haproxy caddy pingap-full pingap-jwt
+    gw-route gw-full gw-jwt gw-jwt-nocache)
 results="$work/results"
 for pass in $(seq "$passes"); do
-    for target in "${targets[@]}"; do
-        row=$(measure "$target")   # not inside echo, which would hide a failure
-        echo "$pass $target $row" >> "$results"
+    for generator in oha wrk; do
+        for target in "${targets[@]}"; do
+            row=$(measure "$generator" "$target")   # not inside echo, which would hide a failure
+            echo "$pass $generator $target $row" >> "$results"
+        done
+    done
+    for target in "${fixed_targets[@]}"; do
+        row=$(measure oha "$target" -q 5000 --latency-correction)
+        echo "$pass fixed $target $row" >> "$results"
     done
 done
-for target in nginx nginx-full nginx-full-jwt gw-route gw-full gw-jwt gw-jwt-nocache; do
-    row=$(measure "$target" -q 5000 --latency-correction)
-    echo "$target $row" >> "$work/fixed"
-done
 
-python3 - "$results" "$work/fixed" <<'PY'
-import statistics, sys
-rows = [l.split() for l in open(sys.argv[1])]
-cols = "rps p50 p99 bad cpu user sys idle peak".split()
-data = {}  # (pass, target) -> dict
-for pass_, target, *values in rows:
-    data[(pass_, target)] = dict(zip(cols, map(float, values)))
-passes = sorted({p for p, _ in data}, key=int)
-targets = list(dict.fromkeys(t for _, t in data))
-def full_peer(target):
-    return "nginx-full-jwt" if "jwt" in target else "nginx-full"
-def ratios(p, t):
-    cpu = data[(p, t)]["cpu"]
-    if t == "direct":
-        return None, None
-    return cpu / data[(p, "nginx")]["cpu"], cpu / data[(p, full_peer(t))]["cpu"]
-
-print("| pass | target | req/s | p50 ms | p99 ms | non-2xx+errors | CPU µs/req | user | kernel | RSS idle/peak MB | CPU vs nginx | vs nginx-full |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-for p in passes:
-    for t in targets:
-        d = data[(p, t)]
-        plain, full = ratios(p, t)
-        fmt = lambda x: "-" if x is None else f"{x:.2f}"
-        print(f'| {p} | {t} | {d["rps"]:.0f} | {d["p50"]:.2f} | {d["p99"]:.2f} | {d["bad"]:.0f} | '
-              f'{d["cpu"]:.1f} | {d["user"]:.1f} | {d["sys"]:.1f} | {d["idle"]:.1f}/{d["peak"]:.1f} | {fmt(plain)} | {fmt(full)} |')
-
-print()
-print(f"Medians over {len(passes)} passes (ratios: the median of the per-pass ratios):")
-print()
-print("| target | req/s | p50 ms | p99 ms | CPU µs/req | CPU vs nginx | vs nginx-full | RSS idle MB | RSS peak MB |")
-print("|---|---|---|---|---|---|---|---|---|")
-med = lambda xs: statistics.median(xs)
-for t in targets:
-    m = {c: med([data[(p, t)][c] for p in passes]) for c in cols}
-    if t == "direct":
-        plain = full = "-"
-    else:
-        plain = f'{med([ratios(p, t)[0] for p in passes]):.2f}'
-        full = f'{med([ratios(p, t)[1] for p in passes]):.2f}'
-    print(f'| {t} | {m["rps"]:.0f} | {m["p50"]:.2f} | {m["p99"]:.2f} | {m["cpu"]:.1f} | {plain} | {full} | {m["idle"]:.1f} | {m["peak"]:.1f} |')
-
-print()
-gw = {c: med([data[(p, "gw-full")][c] for p in passes]) for c in ("idle", "peak")}
-print(f'gw-full memory (median): {gw["idle"]:.1f} MB RSS after start, before any load; '
-      f'{gw["peak"]:.1f} MB peak RSS after the load.')
-print()
-print("Where the CPU goes (median of the per-pass CPU ratios):")
-print()
-print("| comparison | CPU ratio |")
-print("|---|---|")
-for label, a, b in [("routing only / Pingora floor", "gw-route", "floor"),
-                    ("everything on / Pingora floor", "gw-full", "floor"),
-                    ("Pingora floor / nginx", "floor", "nginx"),
-                    ("everything on / routing only", "gw-full", "gw-route"),
-                    ("JSON access log (gw-full / gw-nolog)", "gw-full", "gw-nolog"),
-                    ("HS256 JWT, cached (gw-jwt / gw-full)", "gw-jwt", "gw-full"),
-                    ("HS256 JWT, verified every time (gw-jwt-nocache / gw-full)", "gw-jwt-nocache", "gw-full")]:
-    print(f'| {label} | {med([data[(p, a)]["cpu"] / data[(p, b)]["cpu"] for p in passes]):.2f} |')
-
-print()
-print("Fixed rate, 5000 req/s for 10 s, latency corrected:")
-print()
-print("| target | req/s | p50 ms | p99 ms | p99 - nginx p99 ms | non-2xx+errors | CPU µs/req |")
-print("|---|---|---|---|---|---|---|")
-fixed = {t: dict(zip(cols, map(float, v))) for t, *v in (l.split() for l in open(sys.argv[2]))}
-for t, d in fixed.items():
-    print(f'| {t} | {d["rps"]:.0f} | {d["p50"]:.2f} | {d["p99"]:.2f} | {d["p99"] - fixed["nginx"]["p99"]:+.2f} | {d["bad"]:.0f} | {d["cpu"]:.1f} |')
-PY
+python3 benches/compare.py report "$results"
