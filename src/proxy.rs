@@ -7,7 +7,9 @@
 //!                         the path, answer `/` and `/healthz`, pick the
 //!                         route, refuse oversized bodies, then the route's
 //!                         plugins, which may answer or refuse, then the
-//!                         upstream's `max_in_flight`
+//!                         upstream's `max_in_flight`; after an answer of
+//!                         its own, read what is left of the body (a
+//!                         bounded lingering close)
 //! upstream_peer           pick an instance for this try, within the
 //!                         route's deadline and per-try timeout
 //! fail_to_connect,        count the failure against the instance, and
@@ -268,6 +270,39 @@ impl Proxy {
         }
     }
 
+    /// What the gateway answers itself instead of proxying, if anything:
+    /// `admit`'s answer, a plugin's, a 404 for no route, or a 503 when the
+    /// upstream is at its `max_in_flight`. Otherwise the request is admitted
+    /// to its upstream.
+    async fn early_answer(&self, req: &RequestHeader, ctx: &mut ProxyCtx) -> Option<Answer> {
+        if let Err(answer) = self.admit(req, ctx) {
+            return Some(answer);
+        }
+        for plugin in ctx.state.chain(ctx.route) {
+            match plugin.request(req, &mut ctx.req).await {
+                Flow::Continue => continue,
+                Flow::Respond(answer) => return Some(answer),
+                Flow::Refuse { reason, error } => {
+                    ctx.req.refusal = Some(Refusal {
+                        plugin: plugin.name(),
+                        reason,
+                    });
+                    return Some(Answer::Error(error));
+                }
+            }
+        }
+        let Some(route) = ctx.route else {
+            return Some(Answer::Error(GatewayError::NotFound));
+        };
+        let entry = ctx.state.routes.get(route);
+        ctx.deadline = entry.route.timeout.map(|t| ctx.req.started + t);
+        match entry.target.upstream.admit() {
+            Some(admitted) => ctx.admitted = Some(admitted),
+            None => return Some(Answer::Error(GatewayError::Overloaded)),
+        }
+        None
+    }
+
     /// Writes one of the gateway's own answers; the only place that does.
     async fn answer(
         &self,
@@ -336,6 +371,7 @@ impl Proxy {
 /// connection, as Pingora does unless told.
 fn keep_client_settings(session: &mut Session, client: &ClientSettings) {
     session.set_read_timeout(Some(client.body_timeout));
+    session.set_total_drain_timeout(Some(LINGER));
     session.set_keepalive(Some(client.keepalive_timeout_secs));
     session.set_pipelining_enabled(true);
 }
@@ -358,8 +394,9 @@ fn finish_response(
     Ok(())
 }
 
-/// How long a connection closed with its request body unread goes on
-/// reading (and discarding) it: NGINX's `lingering_close`.
+/// How long the gateway goes on reading (and discarding) a request body
+/// nobody will use: NGINX's `lingering_time`. It bounds every drain,
+/// Pingora's own before it reuses a connection included.
 const LINGER: Duration = Duration::from_secs(5);
 
 /// Whether a client answered with `error` may still be sending its body:
@@ -375,18 +412,16 @@ fn may_still_be_sending(error: &GatewayError) -> bool {
     )
 }
 
-/// Reads what is left of the request body, for at most `LINGER`, before the
-/// connection closes. Closed with the client's data unread, the socket would
-/// answer it with a reset, which can reach the client before the error
-/// response does (a 413 for a body over the limit would become a connection
-/// reset while the client is still sending).
+/// Reads what is left of the request body after an answer, for at most
+/// `LINGER` (`keep_client_settings` sets it), NGINX's lingering close.
+/// Closed with the client's data unread, the socket would answer it with a
+/// reset, which can reach the client before the answer does (a 413 would
+/// become a connection reset while the client is still sending). A body not
+/// read to its end in time closes the connection.
 async fn linger(session: &mut Session) {
-    if session.is_body_done() {
-        return;
+    if !session.is_body_done() && session.drain_request_body().await.is_err() {
+        session.set_keepalive(None);
     }
-    session.set_total_drain_timeout(Some(LINGER));
-    // Whatever the outcome, the connection closes next.
-    let _ = session.drain_request_body().await;
 }
 
 fn client_peer(session: &Session) -> Option<IpAddr> {
@@ -448,41 +483,13 @@ impl ProxyHttp for Proxy {
             .and_then(|a| a.as_inet())
             .map(|a| a.port());
         keep_client_settings(session, &ctx.state.client);
-        if let Err(answer) = self.admit(session.req_header(), ctx) {
-            self.answer(session, ctx, answer).await?;
-            return Ok(true);
-        }
-        for plugin in ctx.state.chain(ctx.route) {
-            let answer = match plugin.request(session.req_header(), &mut ctx.req).await {
-                Flow::Continue => continue,
-                Flow::Respond(answer) => answer,
-                Flow::Refuse { reason, error } => {
-                    ctx.req.refusal = Some(Refusal {
-                        plugin: plugin.name(),
-                        reason,
-                    });
-                    Answer::Error(error)
-                }
-            };
-            self.answer(session, ctx, answer).await?;
-            return Ok(true);
-        }
-        let Some(route) = ctx.route else {
-            self.answer(session, ctx, Answer::Error(GatewayError::NotFound))
-                .await?;
-            return Ok(true);
+        let Some(answer) = self.early_answer(session.req_header(), ctx).await else {
+            return Ok(false);
         };
-        let entry = ctx.state.routes.get(route);
-        ctx.deadline = entry.route.timeout.map(|t| ctx.req.started + t);
-        match entry.target.upstream.admit() {
-            Some(admitted) => ctx.admitted = Some(admitted),
-            None => {
-                self.answer(session, ctx, Answer::Error(GatewayError::Overloaded))
-                    .await?;
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        self.answer(session, ctx, answer).await?;
+        // Nobody will read the body the client may still be sending.
+        linger(session).await;
+        Ok(true)
     }
 
     async fn upstream_peer(

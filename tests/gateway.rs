@@ -569,6 +569,78 @@ async fn a_body_refused_midway_is_read_to_its_end_and_gets_413() {
     );
 }
 
+/// The same for the gateway's answers before any proxying (here a 413 by
+/// Content-Length and a 404), sent with `Connection: close`: the body the
+/// client goes on writing is read before the connection closes.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_early_answer_to_a_request_still_sending_is_not_lost_to_a_reset() {
+    let users = Upstream::start("user-service").await;
+    let products = Upstream::start("product-service").await;
+    let gw = Gateway::start(&two_routes(&users, &products, "max_body_size: 1MiB\n")).await;
+    for (path, size, status) in [("/users/upload", 8 << 20, 413), ("/nowhere", 1 << 20, 404)] {
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n{}",
+            "z".repeat(size)
+        );
+        let r = raw_request(gw.port(), &request).await;
+        assert_eq!(r.status, status, "{path}");
+        assert!(r.json()["error"].is_string(), "{path}");
+    }
+    assert_eq!(users.hits(), 0, "a refused request reached the upstream");
+}
+
+/// Reading a refused body is bounded: a client that goes on sending after
+/// its 413, on a kept-alive connection, is cut off once the 5 s of lingering
+/// have passed, long before the gigabyte it declared.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_body_is_read_for_a_bounded_time() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let users = Upstream::start("user-service").await;
+    let products = Upstream::start("product-service").await;
+    let gw = Gateway::start(&two_routes(&users, &products, "max_body_size: 1MiB\n")).await;
+    let declared: usize = 1 << 30;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", gw.port()))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /users/upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {declared}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let mut buf = [0; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed before an answer");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        answer.starts_with(b"HTTP/1.1 413"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+
+    // 64 KiB every 10 ms for at most 30 s: 192 MiB at most, far less than
+    // declared, so only the gateway closing ends the body early.
+    let chunk = vec![b'z'; 64 << 10];
+    let (mut sent, mut closed) = (0, false);
+    for _ in 0..3000 {
+        if stream.write_all(&chunk).await.is_err() {
+            closed = true;
+            break;
+        }
+        sent += chunk.len();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        closed,
+        "the gateway read {sent} bytes of a refused body and kept going"
+    );
+    assert!(sent < declared);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_access_log_has_one_json_line_per_request() {
     let users = Upstream::start("user-service").await;
