@@ -154,7 +154,7 @@ def main(results_path):
 
     fixed = [t for t in targets if any((p, "fixed", t) in data for p in passes)]
     print()
-    print("Fixed rate, 5000 req/s for 8 s (oha, latency corrected), medians over the passes; "
+    print("Fixed rate, 5000 req/s for 15 s (oha, latency corrected), medians over the passes; "
           "the goal is a p99 within 0.5 ms of NGINX plain's:")
     print()
     print("| target | p50 ms | p99 ms | p99 - nginx p99 ms (per pass) | goal met | non-2xx+errors | CPU µs/req |")
