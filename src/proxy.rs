@@ -628,7 +628,7 @@ impl ProxyHttp for Proxy {
             }
         }
         upstream_request.insert_header(REQUEST_ID.as_str(), &learned.request_id)?;
-        if let Some(trace) = &ctx.trace {
+        if let Some(trace) = &mut ctx.trace {
             trace.write_upstream_headers(upstream_request)?;
         }
         for plugin in ctx.state.chain(ctx.route) {

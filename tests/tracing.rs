@@ -118,6 +118,11 @@ async fn a_request_is_a_server_span_and_a_client_span_linked_to_the_upstream() {
     assert_eq!(client["name"], "GET");
     let a = &client["attributes"];
     assert_eq!(a["server.port"], svc.port());
+    assert_eq!(
+        a["url.full"],
+        format!("http://127.0.0.1:{}/items?page=2", svc.port()),
+        "the URL the upstream was sent, prefix stripped"
+    );
     assert_eq!(a["network.peer.address"], "127.0.0.1");
     assert_eq!(a["http.response.status_code"], 200);
     let resource = &server["resource"];
@@ -283,6 +288,15 @@ async fn each_try_is_a_client_span_and_failures_are_errors() {
     assert_eq!(tries[0]["attributes"]["http.response.status_code"], 503);
     assert_eq!(tries[0]["status"]["code"], 2, "a failed try is an error");
     assert_eq!(tries[1]["attributes"]["http.request.resend_count"], 1);
+    // Each try names the instance it went to, the retry too.
+    assert_eq!(
+        tries[0]["attributes"]["url.full"],
+        format!("{}/x", bad.url())
+    );
+    assert_eq!(
+        tries[1]["attributes"]["url.full"],
+        format!("{}/x", good.url())
+    );
     assert_eq!(
         tries[1]["span_id"],
         parent.as_str(),

@@ -94,6 +94,9 @@ struct Try {
     method: Method,
     resend: u8,
     status: Option<u16>,
+    /// The URL the upstream was sent, once its request is written; only
+    /// for a sampled trace, the only kind whose spans are encoded.
+    url: Option<String>,
 }
 
 /// How a try ended.
@@ -250,6 +253,7 @@ impl RequestTrace {
             method: method.clone(),
             resend,
             status: None,
+            url: None,
         });
     }
 
@@ -276,6 +280,7 @@ impl RequestTrace {
             end_ns: now_ns(),
             method: t.method.as_str(),
             host: &t.instance.host,
+            url: t.url.as_deref(),
             addr: t.addr,
             resend: t.resend,
             status: t.status,
@@ -290,8 +295,11 @@ impl RequestTrace {
 
     /// Gives the upstream of the try in progress its `traceparent`, whose
     /// parent is that try's span, and the client's `tracestate` if it goes
-    /// on.
-    pub fn write_upstream_headers(&self, upstream: &mut RequestHeader) -> pingora::Result<()> {
+    /// on; notes the URL the try sends to, for its span's `url.full`.
+    pub fn write_upstream_headers(&mut self, upstream: &mut RequestHeader) -> pingora::Result<()> {
+        if let (true, Some(t)) = (self.sampled, &mut self.current) {
+            t.url = Some(upstream_url(&t.instance, upstream));
+        }
         let parent = self.current.as_ref().map_or(&self.span_id, |t| &t.span_id);
         let value = traceparent(&self.trace_id, parent, self.sampled);
         upstream.insert_header(TRACEPARENT.as_str(), value)?;
@@ -300,6 +308,14 @@ impl RequestTrace {
         }
         Ok(())
     }
+}
+
+/// The absolute URL of a request to `instance`: what a client span's
+/// `url.full` holds.
+fn upstream_url(instance: &InstanceUrl, req: &RequestHeader) -> String {
+    let scheme = if instance.tls { "https" } else { "http" };
+    let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
+    [scheme, "://", &instance.authority, target].concat()
 }
 
 /// The client's `tracestate`, for a trace that is continued: one value,

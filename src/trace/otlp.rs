@@ -74,6 +74,8 @@ pub struct ClientSpan<'a> {
     pub method: &'a str,
     /// The instance's host, as configured.
     pub host: &'a str,
+    /// The URL sent to it, once the request was written.
+    pub url: Option<&'a str>,
     pub addr: SocketAddr,
     /// 0 for the first try.
     pub resend: u8,
@@ -219,6 +221,9 @@ fn client(out: &mut Vec<u8>, span: &ClientSpan) {
     str_attribute(out, 9, key!("http.request.method"), span.method);
     str_attribute(out, 9, key!("server.address"), span.host);
     int_attribute(out, 9, key!("server.port"), span.addr.port().into());
+    if let Some(url) = span.url {
+        str_attribute(out, 9, key!("url.full"), url);
+    }
     let peer = IpText::new(span.addr.ip());
     str_attribute(out, 9, key!("network.peer.address"), peer.as_str());
     if span.resend > 0 {
@@ -418,6 +423,7 @@ pub fn example(tries: u8) -> Encoded {
                 end_ns: 2,
                 method: "GET",
                 host: "127.0.0.1",
+                url: Some("http://127.0.0.1:3001/"),
                 addr: "127.0.0.1:3001".parse().unwrap(),
                 resend,
                 status: Some(503),
