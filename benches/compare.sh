@@ -45,8 +45,8 @@
 # and a fixed-rate run per pass (5000 req/s for 15 s, oha's latency
 # correction) comparing latency at equal load, where a saturated proxy's
 # latency would only be its queue; the floor is in it too, so a tail that
-# Pingora or the VM adds shows apart from the gateway's. Markdown tables on stdout. benches/scaling.sh measures two
-# worker threads against one.
+# Pingora or the VM adds shows apart from the gateway's. Markdown tables
+# on stdout. benches/scaling.sh measures two worker threads against one.
 #
 #   apt-get install -y nginx-light libnginx-mod-http-js wrk haproxy caddy protobuf-compiler
 #   cargo install oha --locked                           # ~12 minutes, once
